@@ -1,0 +1,283 @@
+"""Sans-I/O framing: a frame reader, frame encoders and the hot-path codecs.
+
+pamqp is the reference codec and handles every method, but a full pamqp decode + encode
+costs ~50 µs per message.  So the few methods on the per-message path (Basic.Publish in,
+Basic.Deliver / GetOk / Return out, Basic.Ack / Nack / Reject in, Basic.Ack / Nack out) have
+hand-written ``struct`` codecs, proven byte-identical to pamqp by tests; everything else
+goes through pamqp.  Content headers stay as the raw bytes received.
+"""
+from __future__ import annotations
+
+import struct
+
+from pamqp import commands, encode
+from pamqp import decode as pdecode
+
+from . import errors
+
+PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT = 1, 2, 3, 8
+FRAME_END = 0xCE
+HEARTBEAT = b"\x08\x00\x00\x00\x00\x00\x00\xce"
+FRAME_MIN_SIZE = 4096
+INITIAL_FRAME_MAX = 131072  # before tune completes; start-ok with big client properties fits
+
+_frame_hdr = struct.Struct(">BHI")
+_u16 = struct.Struct(">H")
+_u32 = struct.Struct(">I")
+_u64 = struct.Struct(">Q")
+_hdr_prefix = struct.Struct(">HHQ")
+
+# method ids (class << 16 | method)
+BASIC_PUBLISH = 0x3C0028
+BASIC_ACK = 0x3C0050
+BASIC_REJECT = 0x3C005A
+BASIC_NACK = 0x3C0078
+
+
+class FrameReader:
+    """Splits a byte stream into frames.  ``feed()`` then iterate ``frames()``.
+
+    Yields ``(frame_type, channel, payload)``.  Raises FrameError for a bad end octet,
+    an unknown frame type or a frame larger than ``frame_max``.
+    """
+
+    __slots__ = ("_buf", "_pos", "frame_max")
+
+    def __init__(self, frame_max: int = INITIAL_FRAME_MAX):
+        self._buf = bytearray()
+        self._pos = 0
+        self.frame_max = frame_max
+
+    def feed(self, data: bytes) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def frames(self):
+        buf = self._buf
+        end = len(buf)
+        unpack = _frame_hdr.unpack_from
+        while end - self._pos >= 7:
+            pos = self._pos
+            ftype, channel, size = unpack(buf, pos)
+            if size > self.frame_max:
+                # RabbitMQ allows frame_max - 8 plus 8 bytes of slack: payload <= frame_max
+                raise errors.FrameError(
+                    f"frame size {size} larger than negotiated maximum {self.frame_max}")
+            if ftype not in (1, 2, 3, 8):
+                raise errors.FrameError(f"unknown frame type {ftype}")
+            stop = pos + 7 + size
+            if end < stop + 1:
+                return
+            if buf[stop] != FRAME_END:
+                raise errors.FrameError(f"bad frame end octet 0x{buf[stop]:02x}")
+            self._pos = stop + 1
+            yield ftype, channel, bytes(buf[pos + 7: stop])
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+class Publish:
+    """Basic.Publish, decoded by the hot-path codec (attribute names as pamqp's)."""
+
+    __slots__ = ("exchange", "routing_key", "mandatory", "immediate")
+    name = "Basic.Publish"
+    index = BASIC_PUBLISH
+
+    def __init__(self, exchange: str, routing_key: str, mandatory: bool, immediate: bool):
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.mandatory = mandatory
+        self.immediate = immediate
+
+
+class Settle:
+    """Basic.Ack / Basic.Nack / Basic.Reject from a client."""
+
+    __slots__ = ("index", "delivery_tag", "multiple", "requeue")
+
+    def __init__(self, index: int, delivery_tag: int, multiple: bool, requeue: bool):
+        self.index = index
+        self.delivery_tag = delivery_tag
+        self.multiple = multiple
+        self.requeue = requeue
+
+    @property
+    def name(self) -> str:
+        return {BASIC_ACK: "Basic.Ack", BASIC_NACK: "Basic.Nack", BASIC_REJECT: "Basic.Reject"}[
+            self.index]
+
+
+def decode_method(payload: bytes):
+    """Decode a method frame's payload into a method object.
+
+    Raises CommandInvalid for an unknown method, SyntaxError_ for undecodable fields.
+    """
+    if len(payload) < 4:
+        raise errors.SyntaxError_("method frame too short")
+    index = _u32.unpack_from(payload)[0]
+    try:
+        if index == BASIC_PUBLISH:
+            pos = 6  # skip the reserved ticket
+            n = payload[pos]
+            exchange = payload[pos + 1: pos + 1 + n].decode()
+            pos += 1 + n
+            n = payload[pos]
+            routing_key = payload[pos + 1: pos + 1 + n].decode()
+            pos += 1 + n
+            bits = payload[pos]
+            return Publish(exchange, routing_key, bool(bits & 1), bool(bits & 2))
+        if index == BASIC_ACK or index == BASIC_NACK:
+            tag = _u64.unpack_from(payload, 4)[0]
+            bits = payload[12]
+            return Settle(index, tag, bool(bits & 1), bool(bits & 2))
+        if index == BASIC_REJECT:
+            tag = _u64.unpack_from(payload, 4)[0]
+            return Settle(index, tag, False, bool(payload[12] & 1))
+    except (IndexError, struct.error, UnicodeDecodeError):
+        raise errors.SyntaxError_("malformed method frame") from None
+    cls = commands.INDEX_MAPPING.get(index)
+    if cls is None:
+        raise errors.CommandInvalid(
+            f"unimplemented method (class {index >> 16}, method {index & 0xFFFF})",
+            index >> 16, index & 0xFFFF)
+    method = cls.__new__(cls)
+    try:
+        method.unmarshal(payload[4:])
+    except Exception:  # pamqp raises struct.error, ValueError, IndexError, ...
+        raise errors.SyntaxError_(f"malformed method frame for {cls.name}",
+                                  index >> 16, index & 0xFFFF) from None
+    return method
+
+
+def decode_properties(props: bytes) -> commands.Basic.Properties:
+    """Decode raw property bytes (flags word first) into pamqp Basic.Properties."""
+    p = commands.Basic.Properties()
+    flags, offset = 0, 0
+    while True:  # property flags may continue in further 16-bit words (bit 0 set)
+        word = _u16.unpack_from(props, offset)[0]
+        offset += 2
+        flags = (flags << 16) | word
+        if not word & 1:
+            break
+    data = props[offset:]
+    for name in p.__slots__:
+        if flags & p.flags[name]:
+            consumed, value = pdecode.by_type(data, p.amqp_type(name))
+            data = data[consumed:]
+            setattr(p, name, value)
+    return p
+
+
+def encode_properties(p: commands.Basic.Properties) -> bytes:
+    return p.marshal()
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _marshal_fields(method) -> bytes:
+    """pamqp's Frame.marshal without its client-side name validation (a broker must be able
+    to echo back any name a client used)."""
+    byte, offset, output, bits = -1, 0, [], False
+    for argument in method.__slots__:
+        data_type = method.amqp_type(argument)
+        value = getattr(method, argument)
+        if data_type == "bit":
+            if not bits:
+                byte, offset, bits = 0, 0, True
+            elif offset == 8:
+                output.append(encode.octet(byte))
+                byte, offset = 0, 0
+            if value:
+                byte |= 1 << offset
+            offset += 1
+            continue
+        if bits:
+            output.append(encode.octet(byte))
+            bits = False
+        output.append(encode.by_type(value, data_type))
+    if bits:
+        output.append(encode.octet(byte))
+    return b"".join(output)
+
+
+def method_frame(channel: int, method) -> bytes:
+    payload = _u32.pack(method.index) + _marshal_fields(method)
+    return _frame_hdr.pack(FRAME_METHOD, channel, len(payload)) + payload + b"\xce"
+
+
+def _shortstr(s: str) -> bytes:
+    b = s.encode()
+    return bytes((len(b),)) + b
+
+
+def _content(channel: int, method_payload: bytes, props: bytes, body: bytes,
+             frame_max: int) -> bytes:
+    """A method frame + content header (raw properties) + body frames, in one bytes."""
+    parts = [_frame_hdr.pack(FRAME_METHOD, channel, len(method_payload)), method_payload,
+             b"\xce",
+             _frame_hdr.pack(FRAME_HEADER, channel, 12 + len(props)),
+             _hdr_prefix.pack(60, 0, len(body)), props, b"\xce"]
+    if body:
+        chunk = frame_max - 8
+        if len(body) <= chunk:
+            parts += (_frame_hdr.pack(FRAME_BODY, channel, len(body)), body, b"\xce")
+        else:
+            for i in range(0, len(body), chunk):
+                piece = body[i: i + chunk]
+                parts += (_frame_hdr.pack(FRAME_BODY, channel, len(piece)), piece, b"\xce")
+    return b"".join(parts)
+
+
+_deliver_prefix = b"\x00\x3c\x00\x3c"
+_getok_prefix = b"\x00\x3c\x00\x47"
+_return_prefix = b"\x00\x3c\x00\x32"
+_tag_bit = struct.Struct(">QB")
+
+
+def deliver(channel: int, consumer_tag: str, delivery_tag: int, redelivered: bool,
+            exchange: str, routing_key: str, props: bytes, body: bytes,
+            frame_max: int) -> bytes:
+    payload = b"".join((_deliver_prefix, _shortstr(consumer_tag),
+                        _tag_bit.pack(delivery_tag, redelivered), _shortstr(exchange),
+                        _shortstr(routing_key)))
+    return _content(channel, payload, props, body, frame_max)
+
+
+def get_ok(channel: int, delivery_tag: int, redelivered: bool, exchange: str,
+           routing_key: str, message_count: int, props: bytes, body: bytes,
+           frame_max: int) -> bytes:
+    payload = b"".join((_getok_prefix, _tag_bit.pack(delivery_tag, redelivered),
+                        _shortstr(exchange), _shortstr(routing_key),
+                        _u32.pack(message_count)))
+    return _content(channel, payload, props, body, frame_max)
+
+
+def basic_return(channel: int, reply_code: int, reply_text: str, exchange: str,
+                 routing_key: str, props: bytes, body: bytes, frame_max: int) -> bytes:
+    payload = b"".join((_return_prefix, _u16.pack(reply_code), _shortstr(reply_text),
+                        _shortstr(exchange), _shortstr(routing_key)))
+    return _content(channel, payload, props, body, frame_max)
+
+
+def confirm(channel: int, delivery_tag: int, multiple: bool, ack: bool = True) -> bytes:
+    """Basic.Ack, or Basic.Nack with requeue=false, from the broker (publisher confirms)."""
+    return b"".join((_frame_hdr.pack(FRAME_METHOD, channel, 13),
+                     b"\x00\x3c\x00\x50" if ack else b"\x00\x3c\x00\x78",
+                     _tag_bit.pack(delivery_tag, multiple), b"\xce"))
+
+
+def content_header_size(payload: bytes) -> tuple[int, int, bytes]:
+    """Parse a content header frame payload: (class_id, body_size, raw properties)."""
+    if len(payload) < 14:
+        raise errors.FrameError("content header frame too short")
+    class_id, _weight, size = _hdr_prefix.unpack_from(payload)
+    return class_id, size, payload[12:]

@@ -1,0 +1,111 @@
+"""One fixture gives each interop test its broker.
+
+``broker`` is parametrized: ``amqpbroker`` (a real broker subprocess on a free port, one
+per test session) always, and ``rabbitmq`` too when ``AMQP_REFERENCE_URL`` is set, so that
+every expectation is checked against the real thing.
+
+Markers:
+- ``amqpbroker_only(reason)``: inspects our process or tests a feature RabbitMQ lacks;
+  skipped against RabbitMQ.
+- ``rabbitmq_310_differs(reason)``: Debian's RabbitMQ 3.10 differs from the 3.13/4.2
+  reference; skipped against RabbitMQ.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.parse
+import uuid
+
+import pytest
+
+REFERENCE_URL = os.environ.get("AMQP_REFERENCE_URL")
+
+
+@dataclasses.dataclass
+class Broker:
+    kind: str           # "amqpbroker" or "rabbitmq"
+    url: str            # amqp://guest:guest@127.0.0.1:PORT/
+    host: str
+    port: int
+    process: subprocess.Popen | None = None
+
+    def name(self, prefix: str = "t") -> str:
+        """A unique entity name, so tests sharing a broker never collide."""
+        return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def start_amqpbroker(*args: str, timeout: float = 20.0) -> tuple[subprocess.Popen, int]:
+    """Start ``python -m amqpbroker serve --port 0`` and wait for 'listening on HOST:PORT'."""
+    cmd = [sys.executable, "-m", "amqpbroker", "serve", "--port", "0", *args]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        if m:
+            # keep draining stderr so the broker never blocks on a full pipe
+            import threading
+
+            def drain(stream=proc.stderr, sink=seen):
+                for ln in stream:
+                    sink.append(ln)
+                    del sink[:-500]
+            threading.Thread(target=drain, daemon=True).start()
+            proc.log_lines = seen  # type: ignore[attr-defined]
+            return proc, int(m.group(1))
+    proc.kill()
+    raise RuntimeError("amqpbroker did not start:\n" + "".join(seen))
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def _amqpbroker():
+    proc, port = start_amqpbroker()
+    yield Broker("amqpbroker", f"amqp://guest:guest@127.0.0.1:{port}/", "127.0.0.1", port, proc)
+    stop(proc)
+
+
+def _brokers():
+    kinds = ["amqpbroker"]
+    if REFERENCE_URL:
+        kinds.append("rabbitmq")
+    return kinds
+
+
+@pytest.fixture(params=_brokers())
+def broker(request) -> Broker:
+    if request.param == "rabbitmq":
+        for mark in ("amqpbroker_only", "rabbitmq_310_differs"):
+            m = request.node.get_closest_marker(mark)
+            if m:
+                pytest.skip(f"{mark}: {m.args[0] if m.args else m.kwargs.get('reason', '')}")
+        u = urllib.parse.urlparse(REFERENCE_URL)
+        return Broker("rabbitmq", REFERENCE_URL, u.hostname or "127.0.0.1", u.port or 5672)
+    return request.getfixturevalue("_amqpbroker")
+
+
+@pytest.fixture
+def fresh_amqpbroker():
+    """A broker of our own for tests that inspect or restart the process."""
+    proc, port = start_amqpbroker()
+    yield Broker("amqpbroker", f"amqp://guest:guest@127.0.0.1:{port}/", "127.0.0.1", port, proc)
+    stop(proc)
