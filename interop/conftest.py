@@ -109,3 +109,9 @@ def fresh_amqpbroker():
     proc, port = start_amqpbroker()
     yield Broker("amqpbroker", f"amqp://guest:guest@127.0.0.1:{port}/", "127.0.0.1", port, proc)
     stop(proc)
+
+
+@pytest.fixture
+def anyio_backend():
+    """aio-pika tests run with ``@pytest.mark.anyio`` on asyncio."""
+    return "asyncio"
