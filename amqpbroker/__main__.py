@@ -1,0 +1,70 @@
+"""``amqpbroker`` / ``python -m amqpbroker``: serve, check-config."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__, config as config_mod
+
+
+def _load(path: str | None) -> config_mod.Config:
+    return config_mod.load(path) if path else config_mod.Config()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="amqpbroker", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"amqpbroker {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the broker")
+    serve.add_argument("--config", help="YAML configuration file (default: built-in "
+                                        "defaults, as in conf/broker.yaml)")
+    serve.add_argument("--host", action="append", help="listen address (repeatable); "
+                                                       "overrides listen.hosts")
+    serve.add_argument("--port", type=int, help="listen port (0 = a free port); overrides "
+                                                "listen.port")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("file")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "check-config":
+            config_mod.load(args.file)
+            print(f"{args.file}: ok")
+            return 0
+        cfg = _load(args.config)
+        listen = {}
+        if args.host:
+            listen["hosts"] = tuple(args.host)
+        if args.port is not None:
+            if not 0 <= args.port <= 65535:
+                raise config_mod.ConfigError(f"--port: expected 0..65535, got {args.port}")
+            listen["port"] = args.port
+        cfg = config_mod.replace(cfg, listen=listen,
+                                 server={"log_level": args.log_level} if args.log_level else {})
+    except config_mod.ConfigError as e:
+        print(f"amqpbroker: {e}", file=sys.stderr)
+        return 2
+
+    logging.basicConfig(level=cfg.server.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import anyio
+
+    from .server import run
+
+    backend_options = {}
+    try:
+        import uvloop  # noqa: F401  (optional extra "fast")
+        backend_options["use_uvloop"] = True
+    except ImportError:
+        pass
+    try:
+        anyio.run(run, cfg, backend="asyncio", backend_options=backend_options)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

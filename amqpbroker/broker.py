@@ -1,0 +1,65 @@
+"""The broker: vhosts, users and permissions."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+
+from . import errors
+from .config import Config, Permission
+from .vhost import VirtualHost
+
+
+def hash_password(password: str, salt: bytes) -> str:
+    """RabbitMQ's rabbit_password_hashing_sha256: base64(salt4 + sha256(salt4 + password))."""
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def check_password(user, password: str) -> bool:
+    if user.password_hash:
+        try:
+            raw = base64.b64decode(user.password_hash)
+        except ValueError:
+            return False
+        return hmac.compare_digest(hash_password(password, raw[:4]), user.password_hash)
+    return user.password is not None and hmac.compare_digest(user.password.encode(),
+                                                             password.encode())
+
+
+class Permissions:
+    """configure / write / read regular expressions of one user on one vhost."""
+
+    def __init__(self, p: Permission):
+        # "" means nothing, as RabbitMQ's "^$"
+        self.configure = re.compile(p.configure or "^$")
+        self.write = re.compile(p.write or "^$")
+        self.read = re.compile(p.read or "^$")
+
+
+class Broker:
+    def __init__(self, config: Config | None = None):
+        self.config = config or Config()
+        self.vhosts = {name: VirtualHost(name) for name in self.config.vhosts}
+        self.users = {u.name: u for u in self.config.users}
+        self.permissions = {(p.user, p.vhost): Permissions(p) for p in self.config.permissions}
+        self.connections: set = set()
+
+    def authenticate(self, username: str, password: str, peer_is_loopback: bool):
+        """Return the user, or None for wrong credentials.  Raises AccessRefusedHard for a
+        loopback-only user connecting from elsewhere."""
+        user = self.users.get(username)
+        if user is None or not check_password(user, password):
+            return None
+        if user.loopback_only and not peer_is_loopback:
+            raise errors.AccessRefusedHard(f"user '{username}' can only connect via localhost")
+        return user
+
+    def open_vhost(self, user, vhost: str) -> tuple[VirtualHost, Permissions]:
+        vh = self.vhosts.get(vhost)
+        if vh is None:
+            raise errors.NotAllowed(f"vhost {vhost} not found")
+        perms = self.permissions.get((user.name, vhost))
+        if perms is None:
+            raise errors.NotAllowed(f"access to vhost '{vhost}' refused for user '{user.name}'")
+        return vh, perms

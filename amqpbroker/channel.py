@@ -1,0 +1,495 @@
+"""Per-channel session: content assembly, consumers, delivery tags, qos, confirms."""
+from __future__ import annotations
+
+import base64
+import os
+from collections import OrderedDict
+
+from pamqp import commands as C
+
+from . import errors, framing
+from .framing import Publish, Settle
+from .message import Message
+from .queues import Consumer, Queue
+
+
+def _ctag() -> str:
+    return "amq.ctag-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+
+
+class Channel:
+    def __init__(self, conn, number: int):
+        self.conn = conn
+        self.number = number
+        self.closing = False          # sent Channel.Close, waiting for CloseOk
+        self.vhost = conn.vhost
+        self.consumers: dict[str, Consumer] = {}
+        self.unacked: OrderedDict[int, tuple] = OrderedDict()  # tag -> (qm, queue, consumer)
+        self.next_tag = 1
+        self.prefetch_count = 0       # for consumers (global=false)
+        self.global_prefetch = 0      # channel-wide (global=true)
+        self.flow = True
+        self.confirm = False
+        self.publish_seq = 0
+        self.confirmed_upto = 0       # highest publish seq already confirmed on the wire
+        self.pending_confirm: list[tuple[int, bool]] = []  # (seq, ack?) not yet written
+        self.last_queue: str | None = None
+        # content assembly: IDLE (None) -> header -> bodies
+        self._publish: Publish | None = None
+        self._props: bytes | None = None
+        self._size = 0
+        self._parts: list[bytes] = []
+        self._received = 0
+        self._handlers = {
+            "Basic.Qos": self._basic_qos,
+            "Basic.Consume": self._basic_consume,
+            "Basic.Cancel": self._basic_cancel,
+            "Basic.Get": self._basic_get,
+            "Basic.Recover": self._basic_recover,
+            "Basic.RecoverAsync": self._basic_recover,
+            "Exchange.Declare": self._exchange_declare,
+            "Exchange.Delete": self._exchange_delete,
+            "Exchange.Bind": self._exchange_bind,
+            "Exchange.Unbind": self._exchange_bind,
+            "Queue.Declare": self._queue_declare,
+            "Queue.Bind": self._queue_bind,
+            "Queue.Unbind": self._queue_bind,
+            "Queue.Purge": self._queue_purge,
+            "Queue.Delete": self._queue_delete,
+            "Confirm.Select": self._confirm_select,
+            "Channel.Flow": self._channel_flow,
+            "Access.Request": self._access_request,
+            "Basic.CancelOk": lambda m: None,  # answer to our server-sent Basic.Cancel
+        }
+
+    # ------------------------------------------------------------------ output
+
+    def send_method(self, method) -> None:
+        self.conn.send(framing.method_frame(self.number, method))
+
+    # ------------------------------------------------------------------ frames in
+
+    def handle_method(self, method) -> None:
+        if self._publish is not None:
+            raise errors.UnexpectedFrame(
+                f"expected content header for class 60, got non content header frame "
+                f"instead", method.index >> 16, method.index & 0xFFFF)
+        if type(method) is Publish:
+            if method.immediate:
+                raise errors.NotImplemented_("immediate=true", 60, 40)
+            self._publish = method
+            return
+        if type(method) is Settle:
+            self._settle(method)
+            return
+        handler = self._handlers.get(method.name)
+        if handler is None:
+            if method.name.startswith("Tx."):
+                raise errors.NotImplemented_("transactions are not supported by amqpbroker "
+                                             "yet", method.index >> 16, method.index & 0xFFFF)
+            raise errors.CommandInvalid(f"unimplemented method {method.name}",
+                                        method.index >> 16, method.index & 0xFFFF)
+        try:
+            handler(method)
+        except errors.AMQPError as e:
+            if not e.class_id:
+                e.class_id, e.method_id = method.index >> 16, method.index & 0xFFFF
+            raise
+
+    def handle_header(self, payload: bytes) -> None:
+        if self._publish is None or self._props is not None:
+            raise errors.UnexpectedFrame("expected method frame, got content header frame")
+        class_id, size, props = framing.content_header_size(payload)
+        if class_id != 60:
+            raise errors.FrameError(f"content header class {class_id} does not match method "
+                                    "class 60")
+        limit = self.conn.config.limits.max_message_size
+        if size > limit:
+            self._publish = None
+            raise errors.PreconditionFailed(
+                f"message size {size} is larger than configured max size {limit}", 60, 40)
+        self._props, self._size = props, size
+        if size == 0:
+            self._complete(b"")
+
+    def handle_body(self, payload: bytes) -> None:
+        if self._props is None:
+            raise errors.UnexpectedFrame("expected method frame, got content body frame")
+        self._received += len(payload)
+        if self._received > self._size:
+            raise errors.FrameError(
+                f"content body larger than the {self._size} bytes the header announced")
+        if self._received == self._size:
+            if self._parts:
+                self._parts.append(payload)
+                body = b"".join(self._parts)
+                self._parts = []
+            else:
+                body = payload
+            self._complete(body)
+        else:
+            self._parts.append(payload)
+
+    def _complete(self, body: bytes) -> None:
+        pub, props = self._publish, self._props
+        self._publish = self._props = None
+        self._received = 0
+        self._do_publish(pub, Message(pub.exchange, pub.routing_key, props, body))
+
+    # ------------------------------------------------------------------ publish
+
+    def _do_publish(self, pub: Publish, msg: Message) -> None:
+        vhost = self.vhost
+        name = pub.exchange
+        ex = vhost.exchanges.get(name) if name else None
+        if name and ex is None:
+            raise errors.NotFound(f"no exchange '{name}' in vhost '{vhost.name}'", 60, 40)
+        self.check("write", "exchange", name or "amq.default")
+        if ex is None:
+            ex = _DEFAULT
+        elif ex.internal:
+            raise errors.AccessRefused(
+                f"cannot publish to internal exchange '{name}' in vhost '{vhost.name}'", 60, 40)
+        queues = vhost.publish(ex, msg)
+        if not queues and pub.mandatory:
+            # the return goes out before the confirm (confirms are flushed later)
+            self.conn.send(framing.basic_return(self.number, 312, "NO_ROUTE", name,
+                                                pub.routing_key, msg.props, msg.body,
+                                                self.conn.frame_max))
+        if self.confirm:
+            self.publish_seq += 1
+            self.pending_confirm.append((self.publish_seq, True))
+            self.conn.confirms_dirty.add(self)
+
+    def flush_confirms(self) -> None:
+        """Write pending confirms, coalescing runs with multiple=true."""
+        pending, self.pending_confirm = self.pending_confirm, []
+        i, n = 0, len(pending)
+        while i < n:
+            seq, ack = pending[i]
+            j = i
+            # a run of the same outcome, contiguous from the last confirmed seq
+            while j + 1 < n and pending[j + 1][1] == ack and pending[j + 1][0] == pending[j][0] + 1:
+                j += 1
+            last = pending[j][0]
+            multiple = j > i and pending[i][0] == self.confirmed_upto + 1
+            if multiple or j == i:
+                self.conn.send(framing.confirm(self.number, last, multiple, ack))
+            else:
+                for k in range(i, j + 1):
+                    self.conn.send(framing.confirm(self.number, pending[k][0], False, ack))
+            if pending[i][0] == self.confirmed_upto + 1:
+                self.confirmed_upto = last
+            i = j + 1
+
+    # ------------------------------------------------------------------ permissions
+
+    def check(self, perm: str, kind: str, name: str) -> None:
+        if not getattr(self.conn.permissions, perm).search(name):
+            raise errors.AccessRefused(
+                f"access to {kind} '{name}' in vhost '{self.vhost.name}' refused for user "
+                f"'{self.conn.user.name}'")
+
+    def _queue_name(self, name: str) -> str:
+        if name:
+            return name
+        if self.last_queue is None:
+            raise errors.NotFound("no previously declared queue")
+        return self.last_queue
+
+    # ------------------------------------------------------------------ delivery
+
+    def can_deliver(self) -> bool:
+        return self.flow and not self.closing and not self.conn.output_blocked and (
+            not self.global_prefetch or len(self.unacked) < self.global_prefetch)
+
+    def deliver(self, consumer: Consumer, queue: Queue, qm) -> None:
+        tag = self.next_tag
+        self.next_tag = tag + 1
+        if consumer.no_ack:
+            queue.settled(qm)
+        else:
+            self.unacked[tag] = (qm, queue, consumer)
+            consumer.unacked += 1
+        msg = qm.msg
+        self.conn.send(framing.deliver(self.number, consumer.tag, tag, qm.redelivered,
+                                       msg.exchange, msg.routing_key, msg.props, msg.body,
+                                       self.conn.frame_max))
+
+    def _settle(self, m: Settle) -> None:
+        tag = m.delivery_tag
+        unacked = self.unacked
+        if m.multiple and tag == 0:
+            entries = list(unacked.values())
+            unacked.clear()
+        elif tag not in unacked:
+            raise errors.PreconditionFailed(f"unknown delivery tag {tag}", 60,
+                                            m.index & 0xFFFF)
+        elif m.multiple:
+            entries = []
+            while unacked:
+                first = next(iter(unacked))
+                if first > tag:
+                    break
+                entries.append(unacked.popitem(last=False)[1])
+        else:
+            entries = [unacked.pop(tag)]
+        requeue = m.index != framing.BASIC_ACK and m.requeue
+        touched: dict[int, Queue] = {}
+        for qm, queue, consumer in entries:
+            if consumer is not None:
+                consumer.unacked -= 1
+            if requeue and not queue.deleted:
+                queue.requeue(qm)
+            else:
+                queue.settled(qm)
+            touched[id(queue)] = queue
+        self._redispatch(touched)
+
+    def _redispatch(self, touched: dict[int, Queue] | None = None) -> None:
+        touched = touched if touched is not None else {}
+        for c in self.consumers.values():
+            touched[id(c.queue)] = c.queue
+        for q in touched.values():
+            if not q.deleted:
+                q.dispatch()
+
+    def requeue_all(self) -> None:
+        """Channel closing (or Basic.Recover): every unacked message back to its queue."""
+        entries, self.unacked = list(self.unacked.values()), OrderedDict()
+        touched: dict[int, Queue] = {}
+        for qm, queue, consumer in reversed(entries):
+            if consumer is not None:
+                consumer.unacked -= 1
+            if not queue.deleted:
+                queue.requeue(qm)
+                touched[id(queue)] = queue
+        return touched
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def release(self) -> None:
+        """The channel is gone: cancel its consumers, requeue its unacked messages."""
+        self._publish = self._props = None
+        self._parts = []
+        consumers, self.consumers = list(self.consumers.values()), {}
+        for c in consumers:
+            self._remove_consumer(c)
+        touched = self.requeue_all()
+        for q in touched.values():
+            q.dispatch()
+        self.pending_confirm = []
+
+    def _remove_consumer(self, c: Consumer) -> None:
+        q = c.queue
+        q.remove_consumer(c)
+        if q.auto_delete and not q.consumers and not q.deleted:
+            self.vhost.delete_queue(q)
+
+    def server_cancel(self, c: Consumer) -> None:
+        """The consumer's queue was deleted: forget it, tell clients that understand."""
+        if self.consumers.pop(c.tag, None) is not None and not self.closing and \
+                self.conn.client_caps.get("consumer_cancel_notify"):
+            self.send_method(C.Basic.Cancel(consumer_tag=c.tag, nowait=True))
+
+    # ------------------------------------------------------------------ methods
+
+    def _access_request(self, m) -> None:
+        self.send_method(C.Access.RequestOk(ticket=1))
+
+    def _channel_flow(self, m: C.Channel.Flow) -> None:
+        if not m.active:
+            raise errors.NotImplemented_("active=false", 20, 20)
+        self.send_method(C.Channel.FlowOk(active=True))
+
+    def _confirm_select(self, m: C.Confirm.Select) -> None:
+        self.confirm = True
+        if not m.nowait:
+            self.send_method(C.Confirm.SelectOk())
+
+    def _basic_qos(self, m: C.Basic.Qos) -> None:
+        if m.prefetch_size:
+            raise errors.NotImplemented_(f"prefetch_size!=0 ({m.prefetch_size})", 60, 10)
+        if m.global_:
+            self.global_prefetch = m.prefetch_count
+        else:
+            # RabbitMQ applies this to consumers created afterwards; we also resize the
+            # consumers already on the channel, so that celery's live prefetch changes work
+            # whatever product we advertise (a deliberate difference, see README).
+            self.prefetch_count = m.prefetch_count
+            for c in self.consumers.values():
+                c.prefetch = m.prefetch_count
+        self.send_method(C.Basic.QosOk())
+        self._redispatch()
+
+    def _basic_consume(self, m: C.Basic.Consume) -> None:
+        name = self._queue_name(m.queue)
+        q = self.vhost.get_queue(name, self.conn)
+        self.check("read", "queue", name)
+        tag = m.consumer_tag or _ctag()
+        if tag in self.consumers:
+            raise errors.NotAllowed(f"attempt to reuse consumer tag '{tag}'", 60, 20)
+        if (m.exclusive and q.consumers) or any(c.exclusive for c in q.consumers):
+            raise errors.AccessRefused(
+                f"queue '{name}' in vhost '{self.vhost.name}' in exclusive use")
+        args = m.arguments or {}
+        priority = args.get("x-priority", 0)
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise errors.PreconditionFailed(
+                f"invalid arg 'x-priority' for queue '{name}' in vhost '{self.vhost.name}'")
+        c = Consumer(tag, self, q, m.no_ack, m.exclusive, priority, self.prefetch_count, args)
+        self.consumers[tag] = c
+        if not m.nowait:
+            self.send_method(C.Basic.ConsumeOk(consumer_tag=tag))  # before any deliver
+        q.add_consumer(c)
+        q.dispatch()
+
+    def _basic_cancel(self, m: C.Basic.Cancel) -> None:
+        c = self.consumers.pop(m.consumer_tag, None)
+        if not m.nowait:
+            self.send_method(C.Basic.CancelOk(consumer_tag=m.consumer_tag))
+        if c is not None:
+            self._remove_consumer(c)
+
+    def _basic_get(self, m: C.Basic.Get) -> None:
+        name = self._queue_name(m.queue)
+        q = self.vhost.get_queue(name, self.conn)
+        self.check("read", "queue", name)
+        qm = q.take()
+        if qm is None:
+            self.send_method(C.Basic.GetEmpty())
+            return
+        tag = self.next_tag
+        self.next_tag = tag + 1
+        if m.no_ack:
+            q.settled(qm)
+        else:
+            self.unacked[tag] = (qm, q, None)
+        msg = qm.msg
+        self.conn.send(framing.get_ok(self.number, tag, qm.redelivered, msg.exchange,
+                                      msg.routing_key, len(q.ready), msg.props, msg.body,
+                                      self.conn.frame_max))
+
+    def _basic_recover(self, m) -> None:
+        if not m.requeue:
+            raise errors.NotImplemented_("requeue=false", 60, m.index & 0xFFFF)
+        touched = self.requeue_all()
+        if m.name == "Basic.Recover":
+            self.send_method(C.Basic.RecoverOk())
+        self._redispatch(touched)
+
+    def _exchange_declare(self, m: C.Exchange.Declare) -> None:
+        name = m.exchange.replace("\r", "").replace("\n", "")
+        if m.passive:
+            self.vhost.declare_exchange(name, m.exchange_type, True, False, False, False, {})
+        else:
+            self.check("configure", "exchange", name or "amq.default")
+            args = m.arguments or {}
+            ae = args.get("alternate-exchange")
+            if isinstance(ae, str) and name not in self.vhost.exchanges:
+                self.check("read", "exchange", name)
+                self.check("write", "exchange", ae)
+            self.vhost.declare_exchange(name, m.exchange_type, False, m.durable,
+                                        m.auto_delete, m.internal, args)
+        if not m.nowait:
+            self.send_method(C.Exchange.DeclareOk())
+
+    def _exchange_delete(self, m: C.Exchange.Delete) -> None:
+        self.check("configure", "exchange", m.exchange or "amq.default")
+        self.vhost.delete_exchange(m.exchange, m.if_unused)
+        if not m.nowait:
+            self.send_method(C.Exchange.DeleteOk())
+
+    def _exchange_bind(self, m) -> None:
+        vh = self.vhost
+        binding = m.name == "Exchange.Bind"
+        if m.destination == "" or m.source == "":
+            raise errors.AccessRefused("operation not permitted on the default exchange")
+        self.check("write", "exchange", m.destination)
+        self.check("read", "exchange", m.source)
+        if binding:
+            dest = vh.get_exchange(m.destination)
+            vh.get_exchange(m.source)
+            vh.bind(m.source, dest, m.routing_key, m.arguments or {})
+            if not m.nowait:
+                self.send_method(C.Exchange.BindOk())
+        else:
+            dest = vh.exchanges.get(m.destination)
+            if dest is not None:
+                vh.unbind(m.source, dest, m.routing_key, m.arguments or {})
+            if not m.nowait:
+                self.send_method(C.Exchange.UnbindOk())
+
+    def _queue_declare(self, m: C.Queue.Declare) -> None:
+        name = m.queue.replace("\r", "").replace("\n", "")
+        vh = self.vhost
+        if not m.passive:
+            self.check("configure", "queue", name or "amq.gen")
+        q = vh.declare_queue(name, m.passive, m.durable, m.exclusive, m.auto_delete,
+                             m.arguments or {}, self.conn)
+        if q.exclusive_owner is self.conn:
+            self.conn.exclusive_queues[q.name] = q
+        self.last_queue = q.name
+        if not m.nowait:
+            self.send_method(C.Queue.DeclareOk(queue=q.name, message_count=q.message_count,
+                                               consumer_count=len(q.consumers)))
+
+    def _queue_bind(self, m) -> None:
+        vh = self.vhost
+        binding = m.name == "Queue.Bind"
+        name = self._queue_name(m.queue)
+        rk = m.routing_key
+        if not m.queue and not rk:
+            rk = name
+        if m.exchange == "":
+            raise errors.AccessRefused("operation not permitted on the default exchange")
+        self.check("write", "queue", name)
+        self.check("read", "exchange", m.exchange)
+        if binding:
+            q = vh.get_queue(name, self.conn)
+            vh.get_exchange(m.exchange)
+            vh.bind(m.exchange, q, rk, m.arguments or {})
+            if not m.nowait:
+                self.send_method(C.Queue.BindOk())
+        else:
+            q = vh.queues.get(name)
+            if q is not None:
+                vh.check_exclusive(q, self.conn)
+                vh.unbind(m.exchange, q, rk, m.arguments or {})
+            self.send_method(C.Queue.UnbindOk())
+
+    def _queue_purge(self, m: C.Queue.Purge) -> None:
+        name = self._queue_name(m.queue)
+        q = self.vhost.get_queue(name, self.conn)
+        self.check("read", "queue", name)
+        n = q.purge()
+        if not m.nowait:
+            self.send_method(C.Queue.PurgeOk(message_count=n))
+
+    def _queue_delete(self, m: C.Queue.Delete) -> None:
+        name = self._queue_name(m.queue)
+        vh = self.vhost
+        q = vh.queues.get(name)
+        n = 0
+        if q is not None:
+            vh.check_exclusive(q, self.conn)
+            self.check("configure", "queue", name)
+            if m.if_unused and q.consumers:
+                raise errors.PreconditionFailed(f"queue '{name}' in vhost '{vh.name}' in use")
+            if m.if_empty and q.message_count:
+                raise errors.PreconditionFailed(
+                    f"queue '{name}' in vhost '{vh.name}' is not empty")
+            n = vh.delete_queue(q)
+        if not m.nowait:
+            self.send_method(C.Queue.DeleteOk(message_count=n))
+
+
+class _DefaultExchange:
+    """Stands in for the default exchange: every queue bound by its own name."""
+
+    name = ""
+    type = "direct"
+    internal = False
+
+
+_DEFAULT = _DefaultExchange()

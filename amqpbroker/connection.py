@@ -1,0 +1,442 @@
+"""The sans-I/O connection: bytes in (``receive_data``), bytes out (``data_to_send``),
+time passed in.  It holds the handshake state machine, the channel table, heartbeats and
+the one mapping from errors to Channel.Close / Connection.Close."""
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+
+from pamqp import commands as C
+from pamqp import decode as pdecode
+
+from . import __version__, errors, framing
+from .channel import Channel
+
+log = logging.getLogger("amqpbroker.connection")
+
+# states
+AWAIT_HEADER, AWAIT_START_OK, AWAIT_TUNE_OK, AWAIT_OPEN, OPEN, CLOSING, CLOSED = range(7)
+
+CAPABILITIES = {
+    "publisher_confirms": True,
+    "exchange_exchange_bindings": True,
+    "basic.nack": True,
+    "consumer_cancel_notify": True,
+    "connection.blocked": True,
+    "consumer_priorities": True,
+    "authentication_failure_close": True,
+    "per_consumer_qos": True,
+}
+
+OUTPUT_HIGH_WATER = 1 << 20   # above this a connection gets no deliveries and is not read
+OUTPUT_LOW_WATER = 256 << 10
+CLOSE_TIMEOUT = 3.0           # how long we wait for Close-Ok before dropping the socket
+
+
+class Connection:
+    def __init__(self, broker, peer: tuple = ("127.0.0.1", 0), now: float = 0.0):
+        self.broker = broker
+        self.config = broker.config
+        self.peer = peer
+        self.state = AWAIT_HEADER
+        self.reader = framing.FrameReader()
+        self._hdr = b""
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self.output_blocked = False
+        self.should_close = False       # flush what is buffered, then close the socket
+        self.on_wakeup = None           # called when output appears outside receive_data
+        self._in_receive = False
+        self._woken = False
+        self.channels: dict[int, Channel] = {}
+        self.closing_channels: set[int] = set()
+        self.confirms_dirty: set[Channel] = set()
+        self.exclusive_queues: dict = {}
+        self.client_properties: dict = {}
+        self.client_caps: dict = {}
+        self.user = None
+        self.vhost = None
+        self.permissions = None
+        limits = self.config.limits
+        self.channel_max = limits.channel_max
+        self.frame_max = limits.frame_max
+        self.heartbeat = limits.heartbeat
+        self.last_recv = now
+        self.last_send = now
+        self._sent_marker = 0
+        self.close_deadline: float | None = None
+        self.blocked = False
+
+    # ------------------------------------------------------------------ I/O surface
+
+    def send(self, data: bytes) -> None:
+        self._out.append(data)
+        self._out_size += len(data)
+        if self._out_size > OUTPUT_HIGH_WATER:
+            self.output_blocked = True
+        if not self._in_receive and not self._woken and self.on_wakeup is not None:
+            self._woken = True
+            self.on_wakeup()
+
+    def data_to_send(self) -> bytes:
+        self._woken = False
+        if not self._out:
+            return b""
+        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        self._out = []
+        self._out_size = 0
+        self._sent_marker += 1
+        if self.output_blocked:
+            self.output_blocked = False
+            self._resume_deliveries()
+        return data
+
+    @property
+    def wants_read(self) -> bool:
+        """Backpressure: stop reading while our output is piling up."""
+        return not self.output_blocked and not self.should_close
+
+    def _resume_deliveries(self) -> None:
+        for ch in list(self.channels.values()):
+            ch._redispatch()
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Feed bytes from the socket.  Never raises: errors become Close frames."""
+        if self.state == CLOSED or self.should_close:
+            return
+        self.last_recv = now
+        self._in_receive = True
+        try:
+            self._receive(data, now)
+        except errors.AMQPError as e:
+            self._fail(e, now)
+        except Exception as e:  # a bug of ours: close this connection only, log it
+            log.exception("internal error on connection from %s", self.peer)
+            self._fail(errors.InternalError(f"{type(e).__name__}: {e}"), now)
+        finally:
+            self._in_receive = False
+            if self.confirms_dirty:
+                for ch in self.confirms_dirty:
+                    if ch.number in self.channels:
+                        ch.flush_confirms()
+                self.confirms_dirty.clear()
+
+    def _receive(self, data: bytes, now: float) -> None:
+        if self.state == AWAIT_HEADER:
+            self._hdr += data
+            if len(self._hdr) < 8:
+                if not framing.PROTOCOL_HEADER.startswith(self._hdr[:len(self._hdr)]) and \
+                        not self._hdr.startswith(b"AMQP"[:len(self._hdr)]):
+                    self._bad_header()
+                return
+            hdr, rest = self._hdr[:8], self._hdr[8:]
+            self._hdr = b""
+            if hdr != framing.PROTOCOL_HEADER and hdr != b"AMQP\x01\x01\x00\x09":
+                self._bad_header()
+                return
+            self._start()
+            data = rest
+            if not data:
+                return
+        self.reader.feed(data)
+        for ftype, channel, payload in self.reader.frames():
+            if self.state == CLOSED or self.should_close:
+                return
+            self._frame(ftype, channel, payload, now)
+
+    def _bad_header(self) -> None:
+        # write our preferred header and close (AMQP 0-9-1 section 4.2.2)
+        self.send(framing.PROTOCOL_HEADER)
+        self.should_close = True
+        self.state = CLOSED
+
+    # ------------------------------------------------------------------ frames
+
+    def _frame(self, ftype: int, channel: int, payload: bytes, now: float) -> None:
+        if ftype == framing.FRAME_HEARTBEAT:
+            if channel != 0:
+                raise errors.UnexpectedFrame("heartbeat frame on a non-zero channel")
+            return
+        if channel == 0:
+            if ftype != framing.FRAME_METHOD:
+                raise errors.UnexpectedFrame(f"content frame on channel 0")
+            self._connection_method(framing.decode_method(payload), now)
+            return
+        if self.state == CLOSING:
+            return  # after sending Connection.Close, discard everything but Close/CloseOk
+        if self.state != OPEN:
+            raise errors.ChannelError(f"frame on channel {channel} before connection.open")
+        ch = self.channels.get(channel)
+        if ftype == framing.FRAME_METHOD:
+            method = framing.decode_method(payload)
+            cls = method.index >> 16
+            if cls == 10:
+                raise errors.CommandInvalid(
+                    f"connection method {method.name} on channel {channel}",
+                    cls, method.index & 0xFFFF)
+            if ch is None:
+                self._no_channel_method(channel, method)
+                return
+            if ch.closing:
+                if method.name == "Channel.CloseOk":
+                    self._drop_channel(ch)
+                elif method.name == "Channel.Close":
+                    ch.send_method(C.Channel.CloseOk())
+                return
+            if cls == 20:
+                self._channel_method(ch, method)
+                return
+            try:
+                ch.handle_method(method)
+            except errors.SoftError as e:
+                self._close_channel(ch, e)
+            return
+        if ch is None:
+            raise errors.ChannelError(f"expected 'channel.open' on channel {channel}")
+        if ch.closing:
+            return
+        try:
+            if ftype == framing.FRAME_HEADER:
+                ch.handle_header(payload)
+            else:
+                ch.handle_body(payload)
+        except errors.SoftError as e:
+            self._close_channel(ch, e)
+
+    def _no_channel_method(self, number: int, method) -> None:
+        if method.name == "Channel.Open":
+            open_count = len(self.channels)
+            if number > self.channel_max or open_count >= self.channel_max:
+                raise errors.NotAllowed(
+                    f"number of channels opened ({open_count}) has reached the negotiated "
+                    f"channel_max ({self.channel_max})", 20, 10)
+            self.channels[number] = Channel(self, number)
+            self.send(framing.method_frame(number, C.Channel.OpenOk()))
+        elif method.name == "Channel.CloseOk":
+            pass  # a late Close-Ok for a channel already gone
+        elif method.name == "Channel.Close":
+            # the client may close a channel we never saw opened; be forgiving
+            self.send(framing.method_frame(number, C.Channel.CloseOk()))
+        else:
+            raise errors.ChannelError("expected 'channel.open'", method.index >> 16,
+                                      method.index & 0xFFFF)
+
+    def _channel_method(self, ch: Channel, method) -> None:
+        name = method.name
+        if name == "Channel.Open":
+            raise errors.ChannelError("second 'channel.open' seen", 20, 10)
+        if name == "Channel.Close":
+            self._drop_channel(ch)
+            ch.send_method(C.Channel.CloseOk())
+        elif name == "Channel.CloseOk":
+            pass
+        else:
+            try:
+                ch.handle_method(method)
+            except errors.SoftError as e:
+                self._close_channel(ch, e)
+
+    def _close_channel(self, ch: Channel, e: errors.AMQPError) -> None:
+        """A soft error: close this channel only, discard its frames until Close-Ok."""
+        log.info("closing channel %d of %s: %s", ch.number, self.peer, e.reply_text)
+        ch.release()
+        ch.closing = True
+        ch.send_method(C.Channel.Close(reply_code=e.code, reply_text=e.reply_text,
+                                       class_id=e.class_id, method_id=e.method_id))
+
+    def _drop_channel(self, ch: Channel) -> None:
+        self.channels.pop(ch.number, None)
+        self.confirms_dirty.discard(ch)
+        if not ch.closing:
+            ch.release()
+
+    # ------------------------------------------------------------------ channel 0
+
+    def _start(self) -> None:
+        props = {
+            "product": self.config.server.product,
+            "version": __version__,
+            "platform": f"Python {platform.python_version()}",
+            "copyright": "amqpbroker contributors",
+            "information": "An AMQP 0-9-1 broker in Python",
+            "cluster_name": self.config.server.cluster_name,
+            "capabilities": CAPABILITIES,
+        }
+        self.send(framing.method_frame(0, C.Connection.Start(
+            version_major=0, version_minor=9, server_properties=props,
+            mechanisms="PLAIN AMQPLAIN", locales="en_US")))
+        self.state = AWAIT_START_OK
+
+    def _connection_method(self, m, now: float) -> None:
+        name = m.name
+        if name == "Connection.Close":
+            self.send(framing.method_frame(0, C.Connection.CloseOk()))
+            self._teardown()
+            self.should_close = True
+            self.state = CLOSED
+            return
+        if name == "Connection.CloseOk":
+            if self.state == CLOSING:
+                self._teardown()
+                self.should_close = True
+                self.state = CLOSED
+            return
+        if self.state == CLOSING:
+            return
+        if self.state == AWAIT_START_OK and name == "Connection.StartOk":
+            self._start_ok(m)
+        elif self.state == AWAIT_TUNE_OK and name == "Connection.TuneOk":
+            self._tune_ok(m)
+        elif self.state == AWAIT_OPEN and name == "Connection.Open":
+            self.vhost, self.permissions = self.broker.open_vhost(self.user, m.virtual_host)
+            self.state = OPEN
+            self.broker.connections.add(self)
+            self.send(framing.method_frame(0, C.Connection.OpenOk()))
+        elif self.state == OPEN and name == "Connection.UpdateSecret":
+            # PLAIN/AMQPLAIN logins have no token to refresh: accept, as RabbitMQ's
+            # internal backend does
+            self.send(framing.method_frame(0, C.Connection.UpdateSecretOk()))
+        else:
+            raise errors.ChannelError(
+                f"unexpected method {name} in this connection state",
+                m.index >> 16, m.index & 0xFFFF)
+
+    def _start_ok(self, m) -> None:
+        self.client_properties = m.client_properties or {}
+        caps = self.client_properties.get("capabilities")
+        self.client_caps = caps if isinstance(caps, dict) else {}
+        mech = m.mechanism
+        response = m.response if isinstance(m.response, bytes) else \
+            (m.response or "").encode("utf-8", "surrogateescape")
+        if mech == "PLAIN":
+            parts = response.split(b"\x00")
+            if len(parts) != 3:
+                raise errors.AccessRefusedHard("Login was refused using authentication "
+                                               "mechanism PLAIN. For details see the broker "
+                                               "logfile.")
+            username, password = parts[1].decode(), parts[2].decode()
+        elif mech == "AMQPLAIN":
+            try:
+                _, table = pdecode.field_table(
+                    len(response).to_bytes(4, "big") + response)
+            except Exception:
+                raise errors.SyntaxError_("AMQPLAIN response is not a field table") from None
+            if "LOGIN" not in table or "PASSWORD" not in table:
+                raise errors.SyntaxError_("AMQPLAIN response lacks LOGIN or PASSWORD")
+            username, password = str(table["LOGIN"]), str(table["PASSWORD"])
+        else:
+            raise errors.CommandInvalid(f"invalid authentication mechanism '{mech}'")
+        loopback = self.peer[0] in ("127.0.0.1", "::1") or str(self.peer[0]).startswith(
+            ("127.", "::ffff:127."))
+        user = self.broker.authenticate(username, password, loopback)
+        if user is None:
+            log.warning("login refused for user %r from %s (mechanism %s)", username,
+                        self.peer, mech)
+            if self.client_caps.get("authentication_failure_close"):
+                raise errors.AccessRefusedHard(
+                    f"Login was refused using authentication mechanism {mech}. For details "
+                    "see the broker logfile.")
+            self.should_close = True   # old clients: close the socket silently
+            self.state = CLOSED
+            return
+        self.user = user
+        limits = self.config.limits
+        self.send(framing.method_frame(0, C.Connection.Tune(
+            channel_max=limits.channel_max, frame_max=limits.frame_max,
+            heartbeat=limits.heartbeat)))
+        self.state = AWAIT_TUNE_OK
+
+    def _tune_ok(self, m) -> None:
+        limits = self.config.limits
+        for field, value, ours in (("channel_max", m.channel_max, limits.channel_max),
+                                   ("frame_max", m.frame_max, limits.frame_max)):
+            if ours and (value == 0 or value > ours):
+                raise errors.NotAllowed(
+                    f"negotiated {field} = {value} is higher than the maximum allowed value "
+                    f"({ours})", 10, 31)
+        if 0 < m.frame_max < framing.FRAME_MIN_SIZE:
+            raise errors.NotAllowed(
+                f"negotiated frame_max = {m.frame_max} is lower than the minimum allowed "
+                f"value ({framing.FRAME_MIN_SIZE})", 10, 31)
+        self.channel_max = m.channel_max or limits.channel_max or 65535
+        self.frame_max = m.frame_max or limits.frame_max
+        self.reader.frame_max = self.frame_max
+        self.heartbeat = m.heartbeat  # the server uses the client's value as is
+        self.state = AWAIT_OPEN
+
+    # ------------------------------------------------------------------ errors
+
+    def _fail(self, e: errors.AMQPError, now: float) -> None:
+        """Errors that escape a channel close the connection.  Soft errors reach here only
+        from channel 0 and become connection errors (e.g. a failed login is 403)."""
+        log.info("closing connection %s: %s", self.peer, e.reply_text)
+        if self.state in (AWAIT_HEADER, AWAIT_START_OK) and not isinstance(
+                e, errors.AccessRefusedHard):
+            # nothing but Start has been exchanged: the spec has no error handshake yet
+            self._teardown()
+            self.should_close = True
+            self.state = CLOSED
+            return
+        self.close(e.code, e.reply_text, e.class_id, e.method_id, now)
+
+    def close(self, code: int, text: str, class_id: int = 0, method_id: int = 0,
+              now: float = 0.0) -> None:
+        """Start the close handshake from our side (errors, shutdown)."""
+        if self.state in (CLOSING, CLOSED):
+            return
+        self._teardown()
+        self.send(framing.method_frame(0, C.Connection.Close(
+            reply_code=code, reply_text=text, class_id=class_id, method_id=method_id)))
+        self.state = CLOSING
+        self.close_deadline = now + CLOSE_TIMEOUT
+
+    def _teardown(self) -> None:
+        """Release channels (requeue unacked) and delete exclusive queues.  Idempotent."""
+        channels, self.channels = list(self.channels.values()), {}
+        for ch in channels:
+            if not ch.closing:
+                ch.release()
+            ch.closing = True
+        queues, self.exclusive_queues = list(self.exclusive_queues.values()), {}
+        for q in queues:
+            if not q.deleted:
+                self.vhost.delete_queue(q)
+        self.broker.connections.discard(self)
+
+    def connection_lost(self) -> None:
+        """The socket is gone (EOF, reset, heartbeat timeout): clean up synchronously."""
+        self._teardown()
+        self.state = CLOSED
+
+    # ------------------------------------------------------------------ timers
+
+    def next_deadline(self) -> float | None:
+        deadlines = []
+        if self.close_deadline is not None:
+            deadlines.append(self.close_deadline)
+        if self.heartbeat and self.state in (AWAIT_OPEN, OPEN):
+            deadlines.append(self.last_send + self.heartbeat / 2)
+            deadlines.append(self.last_recv + 2 * self.heartbeat)
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        """Send heartbeats, drop a silent peer, give up on an unanswered close."""
+        if self.close_deadline is not None and now >= self.close_deadline:
+            self.should_close = True
+            self.state = CLOSED
+            return
+        if not self.heartbeat or self.state not in (AWAIT_OPEN, OPEN):
+            return
+        if self._sent_marker:  # anything sent since the last tick counts
+            self._sent_marker = 0
+            self.last_send = now
+        if now - self.last_recv >= 2 * self.heartbeat:
+            log.info("missed heartbeats from %s, closing the connection", self.peer)
+            self._teardown()
+            self.should_close = True
+            self.state = CLOSED
+            return
+        if now - self.last_send >= self.heartbeat / 2:
+            self.send(framing.HEARTBEAT)
+            self.last_send = now

@@ -1,0 +1,225 @@
+"""Exchange types: bindings and routing.  No pamqp here: messages come as routing key +
+decoded headers table."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from . import errors
+
+
+def _canon(value):
+    """A hashable, comparable form of a binding-argument value (tables and arrays nest)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _canon(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(_canon(v) for v in value)
+    return (type(value).__name__ if isinstance(value, bool) else "", value)
+
+
+class Binding:
+    __slots__ = ("source", "destination", "routing_key", "arguments", "key")
+
+    def __init__(self, source, destination, routing_key: str, arguments: dict):
+        self.source = source
+        self.destination = destination  # a Queue or an Exchange
+        self.routing_key = routing_key
+        self.arguments = arguments or {}
+        self.key = (id(destination), routing_key, _canon(self.arguments))
+
+
+class Exchange:
+    type = ""
+
+    def __init__(self, name: str, durable: bool = True, auto_delete: bool = False,
+                 internal: bool = False, arguments: dict | None = None):
+        self.name = name
+        self.durable = durable
+        self.auto_delete = auto_delete
+        self.internal = internal
+        self.arguments = arguments or {}
+        self.bindings: dict[tuple, Binding] = {}  # key -> binding, this exchange the source
+        self.had_binding = False
+        self.deleted = False
+
+    @property
+    def alternate_exchange(self) -> str | None:
+        ae = self.arguments.get("alternate-exchange")
+        return ae if isinstance(ae, str) else None
+
+    def validate_binding(self, routing_key: str, arguments: dict) -> None:
+        pass
+
+    def add(self, b: Binding) -> bool:
+        if b.key in self.bindings:
+            return False
+        self.validate_binding(b.routing_key, b.arguments)
+        self.bindings[b.key] = b
+        self.had_binding = True
+        self._changed()
+        return True
+
+    def remove(self, key: tuple) -> Binding | None:
+        b = self.bindings.pop(key, None)
+        if b is not None:
+            self._changed()
+        return b
+
+    def _changed(self) -> None:
+        """Rebuild any routing index (bindings change rarely, routing is hot)."""
+
+    def route(self, routing_key: str, headers) -> list:
+        raise NotImplementedError
+
+
+class DirectExchange(Exchange):
+    type = "direct"
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self._index: dict[str, list] = {}
+
+    def _changed(self) -> None:
+        index: dict[str, list] = {}
+        for b in self.bindings.values():
+            index.setdefault(b.routing_key, []).append(b.destination)
+        self._index = index
+
+    def route(self, routing_key, headers):
+        return self._index.get(routing_key, ())
+
+
+class FanoutExchange(Exchange):
+    type = "fanout"
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self._dests: list = []
+
+    def _changed(self) -> None:
+        self._dests = list({id(b.destination): b.destination
+                            for b in self.bindings.values()}.values())
+
+    def route(self, routing_key, headers):
+        return self._dests
+
+
+def split_topic(key: str) -> tuple[str, ...]:
+    # empty words are allowed ("a..b" is a, "", b); the empty key has zero words
+    return tuple(key.split(".")) if key else ()
+
+
+def topic_match(pattern: tuple[str, ...], words: tuple[str, ...]) -> bool:
+    """``*`` matches exactly one word (possibly empty), ``#`` zero or more."""
+    # iterative matcher with backtracking over the last '#'
+    p = w = 0
+    star_p, star_w = -1, 0
+    while w < len(words):
+        if p < len(pattern) and pattern[p] == "#":
+            star_p, star_w = p, w
+            p += 1
+        elif p < len(pattern) and (pattern[p] == "*" or pattern[p] == words[w]):
+            p += 1
+            w += 1
+        elif star_p >= 0:
+            p = star_p + 1
+            star_w += 1
+            w = star_w
+        else:
+            return False
+    while p < len(pattern) and pattern[p] == "#":
+        p += 1
+    return p == len(pattern)
+
+
+class TopicExchange(Exchange):
+    type = "topic"
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self._patterns: list[tuple[tuple[str, ...], object]] = []
+        self._cache: dict[str, list] = {}
+
+    def _changed(self) -> None:
+        self._patterns = [(split_topic(b.routing_key), b.destination)
+                          for b in self.bindings.values()]
+        self._cache = {}
+
+    def route(self, routing_key, headers):
+        hit = self._cache.get(routing_key)
+        if hit is None:
+            words = split_topic(routing_key)
+            hit = [d for pat, d in self._patterns if topic_match(pat, words)]
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[routing_key] = hit
+        return hit
+
+
+_X_MATCH = ("all", "any", "all-with-x", "any-with-x")
+
+
+def header_value_equal(a, b) -> bool:
+    """RabbitMQ compares header values by value, ignoring the numeric type (1 == 1.0), but
+    a boolean never equals a number (true != 1)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    num = (int, float, Decimal)
+    if isinstance(a, num) and isinstance(b, num):
+        return a == b
+    if isinstance(a, bytes) and isinstance(b, str):
+        b = b.encode()
+    elif isinstance(a, str) and isinstance(b, bytes):
+        a = a.encode()
+    if type(a) is not type(b) and not (isinstance(a, dict) and isinstance(b, dict)):
+        return False
+    return a == b
+
+
+def headers_match(args: dict, headers: dict | None) -> bool:
+    mode = args.get("x-match", "all")
+    if isinstance(mode, bytes):
+        mode = mode.decode(errors="replace")
+    with_x = mode.endswith("-with-x")
+    headers = headers or {}
+    want_all = mode.startswith("all")
+    matched_any = False
+    for k, v in args.items():
+        if k == "x-match" or (not with_x and k.startswith("x-")):
+            continue
+        if v is None:  # void: the header only has to be present
+            ok = k in headers
+        else:
+            ok = k in headers and header_value_equal(v, headers[k])
+        if want_all and not ok:
+            return False
+        if ok:
+            matched_any = True
+            if not want_all:
+                return True
+    return want_all
+
+
+class HeadersExchange(Exchange):
+    type = "headers"
+
+    def validate_binding(self, routing_key, arguments):
+        mode = arguments.get("x-match", "all")
+        if not isinstance(mode, str) or mode not in _X_MATCH:
+            raise errors.PreconditionFailed(
+                f"Invalid x-match field value {mode!r}; expected all, any, all-with-x, or "
+                "any-with-x")
+
+    def route(self, routing_key, headers):
+        seen = {}
+        for b in self.bindings.values():
+            if id(b.destination) not in seen and headers_match(b.arguments, headers):
+                seen[id(b.destination)] = b.destination
+        return list(seen.values())
+
+
+TYPES: dict[str, type[Exchange]] = {
+    "direct": DirectExchange,
+    "fanout": FanoutExchange,
+    "topic": TopicExchange,
+    "headers": HeadersExchange,
+}

@@ -1,0 +1,156 @@
+"""The anyio edge: listeners, one task group per TCP connection (read, write, timer),
+graceful shutdown.  Everything below this module is synchronous and sans-I/O."""
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import socket
+
+import anyio
+from anyio.abc import SocketAttribute
+
+from .broker import Broker
+from .config import Config
+from .connection import Connection
+
+log = logging.getLogger("amqpbroker.server")
+
+SHUTDOWN_TEXT = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
+
+
+class _Doorbell:
+    """Wakes the writer.  anyio.Event cannot be cleared, so a fresh one after each ring."""
+
+    __slots__ = ("event",)
+
+    def __init__(self):
+        self.event = anyio.Event()
+
+    def ring(self) -> None:
+        self.event.set()
+
+    async def wait(self) -> None:
+        await self.event.wait()
+        self.event = anyio.Event()
+
+
+class Server:
+    def __init__(self, config: Config):
+        self.config = config
+        self.broker = Broker(config)
+        self.ports: list[tuple[str, int]] = []
+        self._live: dict[Connection, _Doorbell] = {}
+
+    async def serve(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+        listeners = []
+        port = self.config.listen.port
+        for host in self.config.listen.hosts:
+            try:
+                lst = await anyio.create_tcp_listener(local_host=host, local_port=port,
+                                                      reuse_port=False)
+            except OSError as e:
+                if listeners and ":" in host:  # no IPv6 here: IPv4 alone is fine
+                    log.warning("cannot listen on [%s]:%d: %s", host, port, e.strerror)
+                    continue
+                raise
+            for sub in lst.listeners:
+                addr = sub.extra(SocketAttribute.local_address)
+                port = addr[1]  # port 0: the others bind the port the first one got
+                shown = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
+                log.info("listening on %s:%d", shown, addr[1])
+                self.ports.append((addr[0], addr[1]))
+            listeners.append(lst)
+        multi = anyio.streams.stapled.MultiListener(listeners) if len(listeners) > 1 \
+            else listeners[0]
+        async with anyio.create_task_group() as tg:
+            task_status.started(self)
+            try:
+                await multi.serve(self._handle, task_group=tg)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        for conn, bell in list(self._live.items()):
+            conn.close(320, SHUTDOWN_TEXT, now=anyio.current_time())
+            bell.ring()
+        with anyio.move_on_after(1):
+            while self._live:
+                await anyio.sleep(0.02)
+
+    async def _handle(self, stream) -> None:
+        try:
+            peer = stream.extra(SocketAttribute.remote_address)
+            sock = stream.extra(SocketAttribute.raw_socket)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except Exception:
+            peer = ("?", 0)
+        conn = Connection(self.broker, peer, anyio.current_time())
+        bell, drained = _Doorbell(), _Doorbell()
+        conn.on_wakeup = bell.ring
+        self._live[conn] = bell
+        try:
+            async with stream, anyio.create_task_group() as tg:
+                tg.start_soon(self._writer, conn, bell, drained, stream, tg.cancel_scope)
+                tg.start_soon(self._timer, conn, bell)
+                await self._reader(conn, bell, drained, stream)
+                tg.cancel_scope.cancel()
+        except Exception:  # one bad connection never takes the listener down
+            log.exception("connection from %s failed", peer)
+        finally:
+            conn.connection_lost()
+            self._live.pop(conn, None)
+
+    async def _reader(self, conn: Connection, bell: _Doorbell, drained: _Doorbell,
+                      stream) -> None:
+        while True:
+            while not conn.wants_read:
+                if conn.should_close:
+                    await anyio.sleep_forever()  # the writer flushes and ends the task group
+                await drained.wait()  # backpressure: our output is piling up
+            try:
+                data = await stream.receive(65536)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError,
+                    OSError):
+                return
+            conn.receive_data(data, anyio.current_time())
+            bell.ring()
+
+    async def _writer(self, conn: Connection, bell: _Doorbell, drained: _Doorbell, stream,
+                      scope) -> None:
+        try:
+            while True:
+                await bell.wait()
+                data = conn.data_to_send()
+                if data:
+                    await stream.send(data)
+                    drained.ring()
+                if conn.should_close:
+                    break
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
+        scope.cancel()
+
+    async def _timer(self, conn: Connection, bell: _Doorbell) -> None:
+        while True:
+            deadline = conn.next_deadline()
+            now = anyio.current_time()
+            delay = 5.0 if deadline is None else max(0.0, min(5.0, deadline - now))
+            await anyio.sleep(delay)
+            conn.handle_timer(anyio.current_time())
+            bell.ring()
+
+
+async def run(config: Config) -> None:
+    server = Server(config)
+    async with anyio.create_task_group() as tg:
+        await tg.start(server.serve)
+
+        async def on_signals():
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log.info("received %s, shutting down", signal.Signals(signum).name)
+                    tg.cancel_scope.cancel()
+                    return
+        tg.start_soon(on_signals)
