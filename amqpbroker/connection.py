@@ -289,6 +289,9 @@ class Connection:
         elif self.state == AWAIT_TUNE_OK and name == "Connection.TuneOk":
             self._tune_ok(m)
         elif self.state == AWAIT_OPEN and name == "Connection.Open":
+            limit = self.config.limits.max_connections
+            if limit and len(self.broker.connections) >= limit:
+                raise errors.NotAllowed(f"connection limit ({limit}) is reached", 10, 40)
             self.vhost, self.permissions = self.broker.open_vhost(self.user, m.virtual_host)
             self.state = OPEN
             self.broker.connections.add(self)
@@ -364,6 +367,18 @@ class Connection:
         self.reader.frame_max = self.frame_max
         self.heartbeat = m.heartbeat  # the server uses the client's value as is
         self.state = AWAIT_OPEN
+
+    def set_blocked(self, reason: str | None) -> None:
+        """Resource alarm plumbing: Connection.Blocked / Unblocked, sent only to clients
+        that advertised the ``connection.blocked`` capability."""
+        blocked = reason is not None
+        if blocked == self.blocked or self.state != OPEN:
+            return
+        self.blocked = blocked
+        if self.client_caps.get("connection.blocked"):
+            method = C.Connection.Blocked(reason=reason) if blocked else \
+                C.Connection.Unblocked()
+            self.send(framing.method_frame(0, method))
 
     # ------------------------------------------------------------------ errors
 
