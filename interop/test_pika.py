@@ -720,3 +720,155 @@ def test_tx_commit_and_rollback(broker, ch):
     ch.tx_commit()
     assert ch.queue_declare(q, passive=True).method.message_count == 1
     assert ch.basic_get(q, auto_ack=True)[2] == b"committed"
+
+
+# --------------------------------------------------------------------------- more routing / consumer features
+
+
+@pytest.mark.rabbitmq_310_differs(
+    "3.10 answers an unknown exchange type with connection error 503 COMMAND_INVALID; "
+    "3.13/4.x close only the channel with 406 PRECONDITION_FAILED")
+def test_unknown_exchange_type_is_channel_error_406(broker, conn):
+    ch = conn.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+        ch.exchange_declare(broker.name("x"), "x-no-such-type")
+    assert ei.value.reply_code == 406
+    assert "unknown exchange type 'x-no-such-type'" in ei.value.reply_text
+    assert conn.is_open
+
+
+def test_headers_exchange_all_any(broker, ch):
+    ex = broker.name("hdr")
+    ch.exchange_declare(ex, "headers", auto_delete=True)
+    q_all = declare_queue(ch, broker)
+    q_any = declare_queue(ch, broker)
+    q_exists = declare_queue(ch, broker)
+    ch.queue_bind(q_all, ex, arguments={"x-match": "all", "a": 1, "b": "two"})
+    ch.queue_bind(q_any, ex, arguments={"x-match": "any", "a": 1, "b": "two"})
+    ch.queue_bind(q_exists, ex, arguments={"c": None})  # void: header present; x-match defaults to all
+    ch.confirm_delivery()
+    ch.basic_publish(ex, "", b"both", BasicProperties(headers={"a": 1, "b": "two"}))
+    ch.basic_publish(ex, "", b"only-a", BasicProperties(headers={"a": 1, "b": "three"}))
+    ch.basic_publish(ex, "", b"a-long", BasicProperties(headers={"a": 2**40}))
+    ch.basic_publish(ex, "", b"c", BasicProperties(headers={"c": "anything"}))
+    ch.basic_publish(ex, "", b"none")
+
+    def drain(q):
+        out = []
+        while True:
+            m, _, b = ch.basic_get(q, auto_ack=True)
+            if m is None:
+                return out
+            out.append(b)
+
+    assert drain(q_all) == [b"both"]
+    assert drain(q_any) == [b"both", b"only-a"]
+    assert drain(q_exists) == [b"c"]
+
+
+def test_alternate_exchange(broker, ch):
+    ae = broker.name("ae")
+    main = broker.name("main")
+    ch.exchange_declare(ae, "fanout", auto_delete=True)
+    ch.exchange_declare(main, "direct", auto_delete=True, arguments={"alternate-exchange": ae})
+    q_main = declare_queue(ch, broker)
+    q_ae = declare_queue(ch, broker)
+    ch.queue_bind(q_main, main, "k")
+    ch.queue_bind(q_ae, ae)
+    ch.confirm_delivery()
+    ch.basic_publish(main, "k", b"routed", mandatory=True)
+    # routed via the AE counts as routed: no basic.return, so no UnroutableError
+    ch.basic_publish(main, "other", b"to-ae", mandatory=True)
+    m, _, b = ch.basic_get(q_main, auto_ack=True)
+    assert b == b"routed"
+    m, _, b = ch.basic_get(q_ae, auto_ack=True)
+    assert b == b"to-ae"
+    assert (m.exchange, m.routing_key) == (main, "other")
+
+
+def test_consumer_priorities(broker, conn, ch):
+    q = declare_queue(ch, broker)
+    got = []
+    ch.basic_qos(prefetch_count=1)
+    ch.basic_consume(q, lambda c, m, p, b: got.append(("low", b)), arguments={"x-priority": 1})
+    ch.basic_consume(q, lambda c, m, p, b: got.append(("high", b)), arguments={"x-priority": 10})
+    ch.basic_publish("", q, b"1")
+    wait_for(conn, lambda: len(got) == 1)
+    ch.basic_publish("", q, b"2")
+    # high is blocked by its prefetch (no ack), so the low-priority consumer gets the next one
+    wait_for(conn, lambda: len(got) == 2)
+    assert got == [("high", b"1"), ("low", b"2")]
+
+
+def test_server_cancel_on_queue_delete(broker, conn, ch):
+    q = declare_queue(ch, broker, auto_delete=False)
+    cancelled = []
+    ch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method.consumer_tag))
+    tag = ch.basic_consume(q, lambda *a: None)
+    other = conn.channel()
+    other.queue_delete(q)
+    wait_for(conn, lambda: cancelled)
+    assert cancelled == [tag]
+    assert ch.is_open
+
+
+def test_exclusive_queue_locked_for_other_connections(broker, conn, ch):
+    ok = ch.queue_declare(broker.name("excl"), exclusive=True)
+    q = ok.method.queue
+    other = pika.BlockingConnection(params(broker))
+    try:
+        och = other.channel()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+            och.queue_declare(q, passive=True)
+        assert ei.value.reply_code == 405
+        assert ei.value.reply_text.startswith(
+            f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{q}' in vhost '/'")
+        och = other.channel()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+            och.basic_consume(q, lambda *a: None)
+        assert ei.value.reply_code == 405
+    finally:
+        other.close()
+    # the queue dies with its connection
+    conn.close()
+    c2 = pika.BlockingConnection(params(broker))
+    try:
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+            c2.channel().queue_declare(q, passive=True)
+        assert ei.value.reply_code == 404
+    finally:
+        c2.close()
+
+
+def test_connection_close_requeues_unacked(broker):
+    c1 = pika.BlockingConnection(params(broker))
+    ch1 = c1.channel()
+    q = declare_queue(ch1, broker, auto_delete=False)
+    ch1.confirm_delivery()
+    ch1.basic_publish("", q, b"x")
+    got = []
+    ch1.basic_consume(q, lambda c, m, p, b: got.append(b))
+    wait_for(c1, lambda: got)
+    c1.close()
+    c2 = pika.BlockingConnection(params(broker))
+    try:
+        ch2 = c2.channel()
+        m = None
+        for _ in range(100):
+            m, _, b = ch2.basic_get(q, auto_ack=True)
+            if m is not None:
+                break
+            time.sleep(0.02)
+        assert m is not None and b == b"x" and m.redelivered is True
+        ch2.queue_delete(q)
+    finally:
+        c2.close()
+
+
+def test_basic_recover_requeues(broker, conn, ch):
+    q = declare_queue(ch, broker)
+    ch.basic_publish("", q, b"r")
+    m1, _, _ = ch.basic_get(q)
+    ch.basic_recover(requeue=True)
+    m2, _, b = ch.basic_get(q, auto_ack=True)
+    assert b == b"r" and m2.redelivered is True
