@@ -100,8 +100,14 @@ def test_properties_bytes_pass_through_unchanged():
                                reply_to="r", message_type="t", app_id="a")
     c.publish(1, "", "q", b"x", props)
     sent = props.marshal()
-    raw = c.broker.vhosts["/"].queues["q"].ready[0].msg.props
-    assert raw == sent
+    c.send(1, C.Basic.Get(queue="q", no_ack=True))
+    out = c.conn.data_to_send()
+    # skip the Get-Ok method frame, then read the content header frame's raw properties
+    size = int.from_bytes(out[3:7], "big")
+    hdr = out[7 + size + 1:]
+    assert hdr[0] == 2
+    hsize = int.from_bytes(hdr[3:7], "big")
+    assert hdr[7 + 12: 7 + hsize] == sent
 
 
 def test_get_empty_and_get_ok_message_count():

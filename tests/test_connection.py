@@ -519,7 +519,7 @@ def test_client_close_requeues_unacked():
     assert c.get(1, "q").body == b"a"
     c.rpc(0, C.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
     q = c.broker.vhosts["/"].queues["q"]
-    assert q.message_count == 1 and q.ready[0].redelivered
+    assert q.message_count == 1 and next(iter(q.ready)).redelivered
 
 
 def test_server_close_then_close_ok():
