@@ -340,3 +340,26 @@ def test_ensure_connection_and_default_channel(broker, conn):
     qname, count, consumers = ch.queue_declare(name, auto_delete=True)
     assert (qname, count, consumers) == (name, 0, 0)
     ch.queue_delete(name)
+
+
+def test_priority_queue(broker, conn):
+    """celery's task priorities: a queue with x-max-priority delivers higher priorities first."""
+    q = Queue(broker.name("kprio"), auto_delete=True, max_priority=10)
+    with conn.channel() as ch:
+        q(ch).declare()
+        producer = Producer(ch, routing_key=q.name)
+        for prio in (1, 5, 0, 9, 5, 10, 200):
+            producer.publish({"p": prio}, priority=prio)
+        # publish is asynchronous; a passive declare on this channel follows the publishes
+        deadline = time.monotonic() + 5
+        while q(ch).queue_declare(passive=True).message_count < 7:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        got = []
+        while True:
+            m = ch.basic_get(q.name, no_ack=True)
+            if m is None:
+                break
+            got.append(m.properties.get("priority"))
+    # priorities above x-max-priority count as the maximum; equal priorities stay FIFO
+    assert got == [10, 200, 9, 5, 5, 1, 0]
