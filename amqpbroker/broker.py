@@ -45,6 +45,19 @@ class Broker:
         self.permissions = {(p.user, p.vhost): Permissions(p) for p in self.config.permissions}
         self.connections: set = set()
 
+    def next_deadline(self) -> float | None:
+        """The earliest TTL / queue-expiry deadline of any vhost (one timer per broker)."""
+        deadlines = [d for vh in self.vhosts.values() if (d := vh.next_deadline()) is not None]
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        for vh in self.vhosts.values():
+            vh.handle_timer(now)
+
+    def on_timer_change(self, callback) -> None:
+        for vh in self.vhosts.values():
+            vh.on_timer_change = callback
+
     def authenticate(self, username: str, password: str, peer_is_loopback: bool):
         """Return the user, or None for wrong credentials.  Raises AccessRefusedHard for a
         loopback-only user connecting from elsewhere."""

@@ -9,8 +9,10 @@ from pamqp import commands as C
 
 from . import errors, framing
 from .framing import Publish, Settle
-from .message import Message
+from .message import (F_HEADERS, F_REPLY_TO, Message, join_properties, sender_selected,
+                      set_headers, shortstr, split_properties, v_long)
 from .queues import Consumer, Queue
+from .vhost import _DEFAULT_EXCHANGE, REPLY_TO
 
 
 def _ctag() -> str:
@@ -34,6 +36,9 @@ class Channel:
         self.confirmed_upto = 0       # highest publish seq already confirmed on the wire
         self.pending_confirm: list[tuple[int, bool]] = []  # (seq, ack?) not yet written
         self.last_queue: str | None = None
+        self.tx: list | None = None   # in tx mode: buffered publishes and settlements
+        self.reply_token: str | None = None  # direct reply-to: our pseudo-queue suffix
+        self.reply_consumer: str | None = None
         # content assembly: IDLE (None) -> header -> bodies
         self._publish: Publish | None = None
         self._props: bytes | None = None
@@ -60,6 +65,9 @@ class Channel:
             "Channel.Flow": self._channel_flow,
             "Access.Request": self._access_request,
             "Basic.CancelOk": lambda m: None,  # answer to our server-sent Basic.Cancel
+            "Tx.Select": self._tx_select,
+            "Tx.Commit": self._tx_commit,
+            "Tx.Rollback": self._tx_rollback,
         }
 
     # ------------------------------------------------------------------ output
@@ -84,9 +92,6 @@ class Channel:
             return
         handler = self._handlers.get(method.name)
         if handler is None:
-            if method.name.startswith("Tx."):
-                raise errors.NotImplemented_("transactions are not supported by amqpbroker "
-                                             "yet", method.index >> 16, method.index & 0xFFFF)
             raise errors.CommandInvalid(f"unimplemented method {method.name}",
                                         method.index >> 16, method.index & 0xFFFF)
         try:
@@ -141,25 +146,114 @@ class Channel:
     def _do_publish(self, pub: Publish, msg: Message) -> None:
         vhost = self.vhost
         name = pub.exchange
-        ex = vhost.exchanges.get(name) if name else None
-        if name and ex is None:
+        ex = vhost.exchanges.get(name) if name else _DEFAULT_EXCHANGE
+        if ex is None:
             raise errors.NotFound(f"no exchange '{name}' in vhost '{vhost.name}'", 60, 40)
         self.check("write", "exchange", name or "amq.default")
-        if ex is None:
-            ex = _DEFAULT
-        elif ex.internal:
+        if ex.internal:
             raise errors.AccessRefused(
                 f"cannot publish to internal exchange '{name}' in vhost '{vhost.name}'", 60, 40)
-        queues = vhost.publish(ex, msg)
-        if not queues and pub.mandatory:
+        flags = msg.flags
+        if flags & 0x0100:
+            msg.expiration_ms()  # validates: 406 for a bad expiration, at once
+        if flags & F_HEADERS:
+            msg.cc, msg.bcc, msg.props = sender_selected(msg.props)
+        if flags & F_REPLY_TO and msg.properties.reply_to == REPLY_TO:
+            msg = self._rewrite_reply_to(msg)
+        if self.tx is not None:
+            self.tx.append((pub, ex, msg))
+            return
+        self._route(pub, ex, msg)
+
+    def _route(self, pub: Publish, ex, msg: Message) -> None:
+        if not ex.name and msg.routing_key.startswith(REPLY_TO + "."):
+            routed, rejected = self._reply(msg), False
+        else:
+            queues, rejected = self.vhost.publish(ex, msg)
+            routed = bool(queues)
+        if not routed and pub.mandatory:
             # the return goes out before the confirm (confirms are flushed later)
-            self.conn.send(framing.basic_return(self.number, 312, "NO_ROUTE", name,
+            self.conn.send(framing.basic_return(self.number, 312, "NO_ROUTE", pub.exchange,
                                                 pub.routing_key, msg.props, msg.body,
                                                 self.conn.frame_max))
         if self.confirm:
             self.publish_seq += 1
-            self.pending_confirm.append((self.publish_seq, True))
+            self.pending_confirm.append((self.publish_seq, not rejected))
             self.conn.confirms_dirty.add(self)
+
+    # ------------------------------------------------------------------ direct reply-to
+
+    def _rewrite_reply_to(self, msg: Message) -> Message:
+        if self.reply_consumer is None:
+            raise errors.PreconditionFailed("fast reply consumer does not exist", 60, 40)
+        parts = split_properties(msg.props)
+        parts[F_REPLY_TO] = shortstr(f"{REPLY_TO}.{self.reply_token}")
+        return msg.with_props(join_properties(parts))
+
+    def _reply(self, msg: Message) -> bool:
+        """A reply published to amq.rabbitmq.reply-to.<token>: straight to the requester's
+        no-ack consumer, no queue in between."""
+        ch = self.vhost.reply_to.get(msg.routing_key[len(REPLY_TO) + 1:])
+        if ch is None or ch.reply_consumer is None or ch.closing:
+            return False
+        tag = ch.next_tag
+        ch.next_tag = tag + 1
+        ch.conn.send(framing.deliver(ch.number, ch.reply_consumer, tag, False, msg.exchange,
+                                     msg.routing_key, msg.props, msg.body, ch.conn.frame_max))
+        return True
+
+    def _consume_reply_to(self, m: C.Basic.Consume) -> None:
+        if not m.no_ack:
+            raise errors.PreconditionFailed("reply consumer cannot acknowledge", 60, 20)
+        if self.reply_consumer is not None:
+            raise errors.PreconditionFailed("reply consumer already set", 60, 20)
+        tag = m.consumer_tag or _ctag()
+        if tag in self.consumers:
+            raise errors.NotAllowed(f"attempt to reuse consumer tag '{tag}'", 60, 20)
+        self.reply_token = base64.urlsafe_b64encode(os.urandom(18)).decode()
+        self.reply_consumer = tag
+        self.vhost.reply_to[self.reply_token] = self
+        if not m.nowait:
+            self.send_method(C.Basic.ConsumeOk(consumer_tag=tag))
+
+    def _drop_reply_to(self) -> None:
+        if self.reply_token is not None:
+            self.vhost.reply_to.pop(self.reply_token, None)
+        self.reply_token = self.reply_consumer = None
+
+    # ------------------------------------------------------------------ transactions
+
+    def _tx_select(self, m) -> None:
+        if self.confirm:
+            raise errors.PreconditionFailed("cannot switch from confirm to tx mode", 90, 10)
+        if self.tx is None:
+            self.tx = []
+        self.send_method(C.Tx.SelectOk())
+
+    def _tx_commit(self, m) -> None:
+        if self.tx is None:
+            raise errors.PreconditionFailed("channel is not transactional", 90, 20)
+        work, self.tx = self.tx, []
+        touched: dict[int, Queue] = {}
+        for item in work:
+            if len(item) == 3:
+                self._route(*item)
+            else:
+                self._apply_settle(item[0], item[1], touched)
+        self.send_method(C.Tx.CommitOk())  # after any Basic.Return
+        self._redispatch(touched)
+
+    def _tx_rollback(self, m) -> None:
+        if self.tx is None:
+            raise errors.PreconditionFailed("channel is not transactional", 90, 30)
+        work, self.tx = self.tx, []
+        # delivered messages whose acks are discarded stay unacked, in tag order
+        restored = [(tag, entry) for item in work if len(item) == 2
+                    for tag, entry in item[1]]
+        if restored:
+            merged = sorted([*self.unacked.items(), *restored])
+            self.unacked = OrderedDict(merged)
+        self.send_method(C.Tx.RollbackOk())
 
     def flush_confirms(self) -> None:
         """Write pending confirms, coalescing runs with multiple=true."""
@@ -213,14 +307,14 @@ class Channel:
             consumer.unacked += 1
         msg = qm.msg
         self.conn.send(framing.deliver(self.number, consumer.tag, tag, qm.redelivered,
-                                       msg.exchange, msg.routing_key, msg.props, msg.body,
-                                       self.conn.frame_max))
+                                       msg.exchange, msg.routing_key, _props(queue, qm),
+                                       msg.body, self.conn.frame_max))
 
     def _settle(self, m: Settle) -> None:
         tag = m.delivery_tag
         unacked = self.unacked
         if m.multiple and tag == 0:
-            entries = list(unacked.values())
+            entries = list(unacked.items())
             unacked.clear()
         elif tag not in unacked:
             raise errors.PreconditionFailed(f"unknown delivery tag {tag}", 60,
@@ -231,32 +325,47 @@ class Channel:
                 first = next(iter(unacked))
                 if first > tag:
                     break
-                entries.append(unacked.popitem(last=False)[1])
+                entries.append(unacked.popitem(last=False))
         else:
-            entries = [unacked.pop(tag)]
-        requeue = m.index != framing.BASIC_ACK and m.requeue
+            entries = [(tag, unacked.pop(tag))]
+        if self.tx is not None:
+            self.tx.append((m, entries))  # applied at commit, restored on rollback
+            return
         touched: dict[int, Queue] = {}
-        for qm, queue, consumer in entries:
+        self._apply_settle(m, entries, touched)
+        self._redispatch(touched)
+
+    def _apply_settle(self, m: Settle, entries: list, touched: dict) -> None:
+        ack = m.index == framing.BASIC_ACK
+        requeue = not ack and m.requeue
+        for _tag, (qm, queue, consumer) in entries:
             if consumer is not None:
                 consumer.unacked -= 1
-            if requeue and not queue.deleted:
+            if queue.deleted:
+                continue
+            if ack:
+                queue.settled(qm)
+            elif requeue:
                 queue.requeue(qm)
             else:
-                queue.settled(qm)
+                queue.reject(qm)
             touched[id(queue)] = queue
-        self._redispatch(touched)
 
     def _redispatch(self, touched: dict[int, Queue] | None = None) -> None:
         touched = touched if touched is not None else {}
         for c in self.consumers.values():
             touched[id(c.queue)] = c.queue
+        now = self.vhost.clock()
         for q in touched.values():
             if not q.deleted:
-                q.dispatch()
+                q.dispatch(now)
 
     def requeue_all(self) -> None:
         """Channel closing (or Basic.Recover): every unacked message back to its queue."""
         entries, self.unacked = list(self.unacked.values()), OrderedDict()
+        if self.tx:  # acks buffered in an uncommitted transaction: still unacked
+            entries += [e for item in self.tx if len(item) == 2 for _t, e in item[1]]
+            self.tx = [item for item in self.tx if len(item) == 3]
         touched: dict[int, Queue] = {}
         for qm, queue, consumer in reversed(entries):
             if consumer is not None:
@@ -275,14 +384,17 @@ class Channel:
         consumers, self.consumers = list(self.consumers.values()), {}
         for c in consumers:
             self._remove_consumer(c)
+        self._drop_reply_to()
         touched = self.requeue_all()
+        self.tx = None
+        now = self.vhost.clock()
         for q in touched.values():
-            q.dispatch()
+            q.dispatch(now)
         self.pending_confirm = []
 
     def _remove_consumer(self, c: Consumer) -> None:
         q = c.queue
-        q.remove_consumer(c)
+        q.remove_consumer(c, self.vhost.clock())
         if q.auto_delete and not q.consumers and not q.deleted:
             self.vhost.delete_queue(q)
 
@@ -295,7 +407,7 @@ class Channel:
     # ------------------------------------------------------------------ methods
 
     def _access_request(self, m) -> None:
-        self.send_method(C.Access.RequestOk(ticket=1))
+        self.conn.send(framing.access_request_ok(self.number))
 
     def _channel_flow(self, m: C.Channel.Flow) -> None:
         if not m.active:
@@ -303,6 +415,8 @@ class Channel:
         self.send_method(C.Channel.FlowOk(active=True))
 
     def _confirm_select(self, m: C.Confirm.Select) -> None:
+        if self.tx is not None:
+            raise errors.PreconditionFailed("cannot switch from tx to confirm mode", 85, 10)
         self.confirm = True
         if not m.nowait:
             self.send_method(C.Confirm.SelectOk())
@@ -323,6 +437,9 @@ class Channel:
         self._redispatch()
 
     def _basic_consume(self, m: C.Basic.Consume) -> None:
+        if m.queue == REPLY_TO:
+            self._consume_reply_to(m)
+            return
         name = self._queue_name(m.queue)
         q = self.vhost.get_queue(name, self.conn)
         self.check("read", "queue", name)
@@ -342,9 +459,12 @@ class Channel:
         if not m.nowait:
             self.send_method(C.Basic.ConsumeOk(consumer_tag=tag))  # before any deliver
         q.add_consumer(c)
-        q.dispatch()
+        q.touch(self.vhost.clock())
+        q.dispatch(self.vhost.clock())
 
     def _basic_cancel(self, m: C.Basic.Cancel) -> None:
+        if m.consumer_tag == self.reply_consumer and self.reply_consumer is not None:
+            self._drop_reply_to()
         c = self.consumers.pop(m.consumer_tag, None)
         if not m.nowait:
             self.send_method(C.Basic.CancelOk(consumer_tag=m.consumer_tag))
@@ -355,7 +475,9 @@ class Channel:
         name = self._queue_name(m.queue)
         q = self.vhost.get_queue(name, self.conn)
         self.check("read", "queue", name)
-        qm = q.take()
+        now = self.vhost.clock()
+        q.touch(now)
+        qm = q.take(now)
         if qm is None:
             self.send_method(C.Basic.GetEmpty())
             return
@@ -367,7 +489,7 @@ class Channel:
             self.unacked[tag] = (qm, q, None)
         msg = qm.msg
         self.conn.send(framing.get_ok(self.number, tag, qm.redelivered, msg.exchange,
-                                      msg.routing_key, len(q.ready), msg.props, msg.body,
+                                      msg.routing_key, len(q.ready), _props(q, qm), msg.body,
                                       self.conn.frame_max))
 
     def _basic_recover(self, m) -> None:
@@ -390,7 +512,8 @@ class Channel:
                 self.check("read", "exchange", name)
                 self.check("write", "exchange", ae)
             self.vhost.declare_exchange(name, m.exchange_type, False, m.durable,
-                                        m.auto_delete, m.internal, args)
+                                        m.auto_delete, m.internal, args,
+                                        getattr(m, "arg_types", None))
         if not m.nowait:
             self.send_method(C.Exchange.DeclareOk())
 
@@ -423,10 +546,22 @@ class Channel:
     def _queue_declare(self, m: C.Queue.Declare) -> None:
         name = m.queue.replace("\r", "").replace("\n", "")
         vh = self.vhost
+        if m.passive and name.startswith(REPLY_TO):
+            # the direct reply-to pseudo-queue: exists for its own channel's consumer
+            token = name[len(REPLY_TO) + 1:]
+            if name != REPLY_TO and token not in vh.reply_to:
+                raise errors.NotFound(f"no queue '{name}' in vhost '{vh.name}'")
+            self.send_method(C.Queue.DeclareOk(queue=name, message_count=0,
+                                               consumer_count=0))
+            return
         if not m.passive:
             self.check("configure", "queue", name or "amq.gen")
+            dlx = (m.arguments or {}).get("x-dead-letter-exchange")
+            if isinstance(dlx, str):  # as RabbitMQ: read on the queue, write on the DLX
+                self.check("read", "queue", name or "amq.gen")
+                self.check("write", "exchange", dlx or "amq.default")
         q = vh.declare_queue(name, m.passive, m.durable, m.exclusive, m.auto_delete,
-                             m.arguments or {}, self.conn)
+                             m.arguments or {}, self.conn, getattr(m, "arg_types", None))
         if q.exclusive_owner is self.conn:
             self.conn.exclusive_queues[q.name] = q
         self.last_queue = q.name
@@ -477,19 +612,15 @@ class Channel:
             if m.if_unused and q.consumers:
                 raise errors.PreconditionFailed(f"queue '{name}' in vhost '{vh.name}' in use")
             if m.if_empty and q.message_count:
-                raise errors.PreconditionFailed(
-                    f"queue '{name}' in vhost '{vh.name}' is not empty")
+                raise errors.PreconditionFailed(f"queue '{name}' in vhost '{vh.name}' not empty")
             n = vh.delete_queue(q)
         if not m.nowait:
             self.send_method(C.Queue.DeleteOk(message_count=n))
 
 
-class _DefaultExchange:
-    """Stands in for the default exchange: every queue bound by its own name."""
-
-    name = ""
-    type = "direct"
-    internal = False
-
-
-_DEFAULT = _DefaultExchange()
+def _props(queue: Queue, qm) -> bytes:
+    """The properties to deliver: as received, plus ``x-delivery-count`` on a redelivery
+    from a queue with a delivery limit (as quorum queues and LavinMQ do)."""
+    if qm.returns and queue.args.delivery_limit is not None:
+        return set_headers(qm.msg.props, {"x-delivery-count": v_long(qm.returns)})
+    return qm.msg.props

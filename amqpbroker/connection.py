@@ -27,11 +27,13 @@ CAPABILITIES = {
     "consumer_priorities": True,
     "authentication_failure_close": True,
     "per_consumer_qos": True,
+    "direct_reply_to": True,
 }
 
 OUTPUT_HIGH_WATER = 1 << 20   # above this a connection gets no deliveries and is not read
 OUTPUT_LOW_WATER = 256 << 10
 CLOSE_TIMEOUT = 3.0           # how long we wait for Close-Ok before dropping the socket
+HANDSHAKE_TIMEOUT = 10.0      # as RabbitMQ's handshake_timeout: open the connection by then
 
 
 class Connection:
@@ -66,6 +68,7 @@ class Connection:
         self.last_send = now
         self._sent_marker = 0
         self.close_deadline: float | None = None
+        self.handshake_deadline = now + HANDSHAKE_TIMEOUT
         self.blocked = False
 
     # ------------------------------------------------------------------ I/O surface
@@ -79,14 +82,19 @@ class Connection:
             self._woken = True
             self.on_wakeup()
 
-    def data_to_send(self) -> bytes:
+    def data_to_send(self, now: float | None = None) -> bytes:
+        """Everything buffered for the socket.  ``now``, when given, is the send time (for
+        heartbeats); without it the next timer tick counts as the send time."""
         self._woken = False
         if not self._out:
             return b""
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
         self._out = []
         self._out_size = 0
-        self._sent_marker += 1
+        if now is None:
+            self._sent_marker += 1
+        else:
+            self.last_send = now
         if self.output_blocked:
             self.output_blocked = False
             self._resume_deliveries()
@@ -428,6 +436,8 @@ class Connection:
 
     def next_deadline(self) -> float | None:
         deadlines = []
+        if self.state < OPEN:
+            deadlines.append(self.handshake_deadline)
         if self.close_deadline is not None:
             deadlines.append(self.close_deadline)
         if self.heartbeat and self.state in (AWAIT_OPEN, OPEN):
@@ -437,7 +447,9 @@ class Connection:
 
     def handle_timer(self, now: float) -> None:
         """Send heartbeats, drop a silent peer, give up on an unanswered close."""
-        if self.close_deadline is not None and now >= self.close_deadline:
+        if (self.close_deadline is not None and now >= self.close_deadline) or (
+                self.state < OPEN and now >= self.handshake_deadline):
+            self._teardown()
             self.should_close = True
             self.state = CLOSED
             return

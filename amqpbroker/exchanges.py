@@ -37,6 +37,7 @@ class Exchange:
         self.auto_delete = auto_delete
         self.internal = internal
         self.arguments = arguments or {}
+        self.arg_types: dict[str, str] = {}  # wire types of the arguments, for texts
         self.bindings: dict[tuple, Binding] = {}  # key -> binding, this exchange the source
         self.had_binding = False
         self.deleted = False

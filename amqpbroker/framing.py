@@ -33,6 +33,9 @@ BASIC_PUBLISH = 0x3C0028
 BASIC_ACK = 0x3C0050
 BASIC_REJECT = 0x3C005A
 BASIC_NACK = 0x3C0078
+QUEUE_DECLARE = 0x32000A
+EXCHANGE_DECLARE = 0x28000A
+ACCESS_REQUEST = 0x1E000A
 
 
 class FrameReader:
@@ -81,6 +84,67 @@ class FrameReader:
         return len(self._buf) - self._pos
 
 
+# --------------------------------------------------------------------------- field tables
+# Type-preserving walkers over encoded field tables: pamqp decodes values to Python types
+# and loses the wire type, which RabbitMQ shows in its texts and which must survive a
+# rewrite of a message's headers.
+
+# fixed sizes of field-value types (RabbitMQ's table, not the spec XML's)
+_FIXED = {b"t": 1, b"b": 1, b"B": 1, b"s": 2, b"u": 2, b"I": 4, b"i": 4, b"l": 8, b"f": 4,
+          b"d": 8, b"D": 5, b"T": 8, b"V": 0}
+
+
+def _value_end(data: bytes, pos: int) -> int:
+    """End offset of the tagged field value starting at ``pos`` (its type tag)."""
+    tag = data[pos:pos + 1]
+    size = _FIXED.get(tag)
+    if size is not None:
+        return pos + 1 + size
+    if tag in (b"S", b"x", b"A", b"F"):
+        return pos + 5 + _u32.unpack_from(data, pos + 1)[0]
+    raise errors.SyntaxError_(f"unknown field value type {tag!r}")
+
+
+def table_items(raw: bytes) -> list[tuple[str, bytes]]:
+    """A table's encoding (with its length prefix) -> [(key, tagged raw value)]."""
+    end = 4 + _u32.unpack_from(raw)[0]
+    items, pos = [], 4
+    while pos < end:
+        n = raw[pos]
+        key = raw[pos + 1:pos + 1 + n].decode("utf-8", "replace")
+        pos += 1 + n
+        vend = _value_end(raw, pos)
+        items.append((key, raw[pos:vend]))
+        pos = vend
+    return items
+
+
+def array_items(tagged: bytes) -> list[bytes]:
+    """A tagged array value -> its tagged raw elements."""
+    end = 5 + _u32.unpack_from(tagged, 1)[0]
+    items, pos = [], 5
+    while pos < end:
+        vend = _value_end(tagged, pos)
+        items.append(tagged[pos:vend])
+        pos = vend
+    return items
+
+
+
+TYPE_NAMES = {"t": "bool", "b": "byte", "B": "unsignedbyte", "s": "short",
+              "u": "unsignedshort", "I": "signedint", "i": "unsignedint", "l": "long",
+              "f": "float", "d": "double", "D": "decimal", "S": "longstr", "x": "binary",
+              "A": "array", "T": "timestamp", "F": "table", "V": "void"}
+
+
+def table_types(raw: bytes, offset: int) -> dict[str, str]:
+    """{key: RabbitMQ type name} of the field table encoded at ``raw[offset:]``."""
+    try:
+        return {k: TYPE_NAMES.get(chr(v[0]), "?") for k, v in table_items(raw[offset:])}
+    except Exception:
+        return {}
+
+
 # --------------------------------------------------------------------------- decoding
 
 
@@ -115,6 +179,18 @@ class Settle:
             self.index]
 
 
+class AccessRequest:
+    """access.request (30,10): answered with request-ok(ticket=1), as RabbitMQ does."""
+
+    name = "Access.Request"
+    index = ACCESS_REQUEST
+
+
+def access_request_ok(channel: int) -> bytes:
+    payload = b"\x00\x1e\x00\x0b\x00\x01"
+    return _frame_hdr.pack(FRAME_METHOD, channel, len(payload)) + payload + b"\xce"
+
+
 def decode_method(payload: bytes):
     """Decode a method frame's payload into a method object.
 
@@ -143,6 +219,8 @@ def decode_method(payload: bytes):
             return Settle(index, tag, False, bool(payload[12] & 1))
     except (IndexError, struct.error, UnicodeDecodeError):
         raise errors.SyntaxError_("malformed method frame") from None
+    if index == ACCESS_REQUEST:  # deprecated, not in pamqp 4, still sent by old clients
+        return AccessRequest()
     cls = commands.INDEX_MAPPING.get(index)
     if cls is None:
         raise errors.CommandInvalid(
@@ -154,6 +232,11 @@ def decode_method(payload: bytes):
     except Exception:  # pamqp raises struct.error, ValueError, IndexError, ...
         raise errors.SyntaxError_(f"malformed method frame for {cls.name}",
                                   index >> 16, index & 0xFFFF) from None
+    if index == QUEUE_DECLARE:  # reserved short, queue, bits, arguments
+        method.arg_types = table_types(payload, 8 + payload[6])
+    elif index == EXCHANGE_DECLARE:  # reserved short, exchange, type, bits, arguments
+        n = payload[6]
+        method.arg_types = table_types(payload, 9 + n + payload[7 + n])
     return method
 
 

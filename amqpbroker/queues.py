@@ -1,22 +1,232 @@
 """Queues: passive objects, no task each.  ``dispatch()`` is a plain call made whenever
-supply or demand changes (publish, ack, requeue, consume, qos, a connection draining)."""
+supply or demand changes (publish, ack, requeue, consume, qos, a connection draining).
+
+A queue knows its rules (TTL, length limits, priorities, single active consumer, delivery
+limit) but not where dead letters go: it hands them to ``dead_letter(queue, msg, reason)``,
+which the vhost provides.  Time is passed in (``now``, monotonic seconds), never read here.
+"""
 from __future__ import annotations
 
+import heapq
 from collections import deque
+from dataclasses import dataclass
 
+from . import errors
 from .message import Message
+
+READY, UNACKED, GONE = 0, 1, 2
 
 
 class QueuedMessage:
     """One message's life in one queue.  ``seq`` is its place, kept across requeues."""
 
-    __slots__ = ("seq", "msg", "redelivered", "delivery_count")
+    __slots__ = ("seq", "msg", "redelivered", "returns", "expires_at", "priority", "state")
 
-    def __init__(self, seq: int, msg: Message):
+    def __init__(self, seq: int, msg: Message, expires_at: float | None, priority: int):
         self.seq = seq
         self.msg = msg
         self.redelivered = False
-        self.delivery_count = 0
+        self.returns = 0              # times given back (requeue): the delivery-limit count
+        self.expires_at = expires_at  # monotonic seconds, or None
+        self.priority = priority
+        self.state = READY
+
+    def __lt__(self, other: "QueuedMessage") -> bool:  # for the expiry heap
+        return self.seq < other.seq
+
+
+@dataclass(frozen=True)
+class QueueArgs:
+    """The queue arguments we act on, validated as RabbitMQ validates them."""
+
+    queue_type: str = "classic"
+    message_ttl: int | None = None    # ms
+    expires: int | None = None        # ms
+    max_length: int | None = None
+    max_length_bytes: int | None = None
+    overflow: str = "drop-head"
+    dlx: str | None = None
+    dlrk: str | None = None
+    max_priority: int | None = None
+    single_active: bool = False
+    delivery_limit: int | None = None
+
+    @classmethod
+    def parse(cls, queue: str, vhost: str, args: dict) -> "QueueArgs":
+        def bad(key, why):
+            return errors.PreconditionFailed(
+                f"invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {why}")
+
+        def integer(key, minimum=0, maximum=None, zero_ok=True):
+            v = args.get(key)
+            if v is None:
+                return None
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise bad(key, f"{{unacceptable_type,{type(v).__name__}}}")
+            if v < minimum:
+                raise bad(key, f"{{value_negative,{v}}}" if v < 0 else f"{{value_zero,{v}}}")
+            if maximum is not None and v > maximum:
+                raise bad(key, f"{{value_too_large,{v},{maximum}}}")
+            return v
+
+        def string(key):
+            v = args.get(key)
+            if v is None:
+                return None
+            if not isinstance(v, str):
+                raise bad(key, f"{{unacceptable_type,{type(v).__name__}}}")
+            return v
+
+        qtype = string("x-queue-type") or "classic"
+        if qtype not in ("classic", "quorum"):
+            if qtype == "stream":
+                raise errors.PreconditionFailed(
+                    f"queue type 'stream' for queue '{queue}' in vhost '{vhost}' is not "
+                    "supported by amqpbroker")
+            raise bad("x-queue-type", f"{{unsupported_queue_type,{qtype}}}")
+        overflow = string("x-overflow") or "drop-head"
+        if overflow not in ("drop-head", "reject-publish", "reject-publish-dlx"):
+            raise bad("x-overflow", f"{{invalid_overflow,{overflow}}}")
+        dlx, dlrk = string("x-dead-letter-exchange"), string("x-dead-letter-routing-key")
+        if dlrk is not None and dlx is None:
+            raise bad("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined")
+        sac = args.get("x-single-active-consumer", False)
+        if not isinstance(sac, bool):
+            raise bad("x-single-active-consumer", f"{{unacceptable_type,{type(sac).__name__}}}")
+        limit = integer("x-delivery-limit", minimum=-1)
+        if limit is None and qtype == "quorum":
+            limit = 20  # RabbitMQ 4.x quorum queues' default
+        if limit == -1:
+            limit = None
+        return cls(
+            queue_type=qtype,
+            message_ttl=integer("x-message-ttl", 0, 315_360_000_000),
+            expires=integer("x-expires", 1),
+            max_length=integer("x-max-length"),
+            max_length_bytes=integer("x-max-length-bytes"),
+            overflow=overflow,
+            dlx=dlx,
+            dlrk=dlrk,
+            max_priority=integer("x-max-priority", 0, 255),
+            single_active=sac,
+            delivery_limit=limit,
+        )
+
+
+class _Ready:
+    """Ready messages in seq order (FIFO); a requeued message goes back to its place."""
+
+    def __init__(self):
+        self.d: deque[QueuedMessage] = deque()
+
+    def __len__(self) -> int:
+        return len(self.d)
+
+    def __iter__(self):
+        return iter(self.d)
+
+    def __getitem__(self, i: int) -> QueuedMessage:
+        return self.d[i]
+
+    def append(self, qm: QueuedMessage) -> None:
+        self.d.append(qm)
+
+    def popleft(self) -> QueuedMessage:
+        return self.d.popleft()
+
+    def head(self) -> QueuedMessage | None:
+        return self.d[0] if self.d else None
+
+    def heads(self):
+        return (self.d[0],) if self.d else ()
+
+    def requeue(self, qm: QueuedMessage) -> None:
+        _insort(self.d, qm)
+
+    def remove(self, qm: QueuedMessage) -> None:
+        if self.d and self.d[0] is qm:
+            self.d.popleft()
+        else:
+            self.d.remove(qm)
+
+    def clear(self) -> list[QueuedMessage]:
+        items = list(self.d)
+        self.d.clear()
+        return items
+
+
+class _PriorityReady:
+    """One FIFO per priority level; the highest non-empty level goes first."""
+
+    def __init__(self, max_priority: int):
+        self.levels = [deque() for _ in range(max_priority + 1)]
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        for level in reversed(self.levels):
+            yield from level
+
+    def __getitem__(self, i: int) -> QueuedMessage:
+        return list(self)[i]
+
+    def append(self, qm: QueuedMessage) -> None:
+        self.levels[qm.priority].append(qm)
+        self.n += 1
+
+    def _top(self) -> deque | None:
+        for level in reversed(self.levels):
+            if level:
+                return level
+        return None
+
+    def popleft(self) -> QueuedMessage:
+        self.n -= 1
+        return self._top().popleft()
+
+    def head(self) -> QueuedMessage | None:
+        top = self._top()
+        return top[0] if top else None
+
+    def heads(self):
+        return tuple(level[0] for level in self.levels if level)
+
+    def requeue(self, qm: QueuedMessage) -> None:
+        _insort(self.levels[qm.priority], qm)
+        self.n += 1
+
+    def remove(self, qm: QueuedMessage) -> None:
+        level = self.levels[qm.priority]
+        if level and level[0] is qm:
+            level.popleft()
+        else:
+            level.remove(qm)
+        self.n -= 1
+
+    def clear(self) -> list[QueuedMessage]:
+        items = list(self)
+        for level in self.levels:
+            level.clear()
+        self.n = 0
+        return items
+
+
+def _insort(d: deque, qm: QueuedMessage) -> None:
+    if not d or qm.seq < d[0].seq:
+        d.appendleft(qm)
+    elif qm.seq > d[-1].seq:
+        d.append(qm)
+    else:
+        lo, hi = 0, len(d)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if d[mid].seq < qm.seq:
+                lo = mid + 1
+            else:
+                hi = mid
+        d.insert(lo, qm)
 
 
 class Consumer:
@@ -40,15 +250,27 @@ class Consumer:
             self.channel.can_deliver()
 
 
+def _no_dead_letters(queue, msg, reason) -> None:
+    pass
+
+
 class Queue:
     def __init__(self, name: str, durable: bool = False, exclusive_owner=None,
-                 auto_delete: bool = False, arguments: dict | None = None):
+                 auto_delete: bool = False, arguments: dict | None = None,
+                 args: QueueArgs | None = None, dead_letter=_no_dead_letters,
+                 schedule=None, now: float = 0.0):
         self.name = name
         self.durable = durable
         self.exclusive_owner = exclusive_owner   # the owning connection, or None
         self.auto_delete = auto_delete
         self.arguments = arguments or {}
-        self.ready: deque[QueuedMessage] = deque()
+        self.arg_types: dict[str, str] = {}    # wire types of the arguments, for texts
+        self.args = args or QueueArgs()
+        self.dead_letter = dead_letter           # (queue, msg, reason) -> None
+        self.schedule = schedule                 # (queue, deadline) -> None: wake me then
+        a = self.args
+        self.ready = _PriorityReady(a.max_priority) if a.max_priority is not None \
+            else _Ready()
         self.ready_bytes = 0
         self.unacked_count = 0
         self.consumers: list[Consumer] = []
@@ -58,55 +280,150 @@ class Queue:
         self.bindings: list = []                  # bindings with this queue as destination
         self.deleted = False
         self._next_seq = 0
+        self._expiry: list[tuple[float, QueuedMessage]] = []  # heap of message deadlines
+        self.scheduled: float | None = None       # the deadline the vhost will wake us at
+        self.last_used = now                      # for x-expires
 
     # ------------------------------------------------------------------ supply
 
-    def enqueue(self, msg: Message) -> QueuedMessage:
+    def offer(self, msg: Message, now: float) -> bool:
+        """Enqueue a published message; False if refused (``reject-publish`` overflow)."""
+        a = self.args
+        if a.overflow != "drop-head" and (
+                (a.max_length is not None and len(self.ready) >= a.max_length) or
+                (a.max_length_bytes is not None and
+                 self.ready_bytes + len(msg.body) > a.max_length_bytes)):
+            if a.overflow == "reject-publish-dlx":
+                self.dead_letter(self, msg, "maxlen")
+            return False
+        self.enqueue(msg, now)
+        return True
+
+    def enqueue(self, msg: Message, now: float = 0.0) -> QueuedMessage:
+        """Enqueue without the overflow check (offer's second half; tests, recovery)."""
+        a = self.args
+        ttl = a.message_ttl
+        if msg.flags & 0x0100:  # per-message expiration: the smaller TTL wins
+            per_msg = msg.expiration_ms()
+            ttl = per_msg if ttl is None else min(ttl, per_msg)
+        priority = 0
+        if a.max_priority is not None:
+            priority = min(msg.priority, a.max_priority)
         self._next_seq += 1
-        qm = QueuedMessage(self._next_seq, msg)
+        qm = QueuedMessage(self._next_seq, msg, None if ttl is None else now + ttl / 1000,
+                           priority)
         self.ready.append(qm)
         self.ready_bytes += len(msg.body)
+        if qm.expires_at is not None:
+            self._watch_expiry(qm)
         return qm
+
+    def _watch_expiry(self, qm: QueuedMessage) -> None:
+        heapq.heappush(self._expiry, (qm.expires_at, qm))
+        if self.schedule is not None and (self.scheduled is None or
+                                          qm.expires_at < self.scheduled):
+            self.schedule(self, qm.expires_at)
+
+    def after_publish(self, now: float) -> None:
+        """After dispatch: enforce drop-head length limits, expire TTL-0 messages."""
+        a = self.args
+        if a.overflow == "drop-head" and (a.max_length is not None or
+                                          a.max_length_bytes is not None):
+            while len(self.ready) and (
+                    (a.max_length is not None and len(self.ready) > a.max_length) or
+                    (a.max_length_bytes is not None and self.ready_bytes > a.max_length_bytes)):
+                qm = self.ready.popleft()
+                self._gone(qm)
+                self.dead_letter(self, qm.msg, "maxlen")
+        if self._expiry and self._expiry[0][0] <= now:
+            self.expire(now)
+
+    def _gone(self, qm: QueuedMessage) -> None:
+        self.ready_bytes -= len(qm.msg.body)
+        qm.state = GONE
 
     def requeue(self, qm: QueuedMessage) -> None:
-        """Back to its original position, marked redelivered."""
-        qm.redelivered = True
+        """Back to its original position, marked redelivered; at the delivery limit it is
+        dead-lettered (``delivery_limit``) instead: the poison-message guard."""
         self.unacked_count -= 1
+        qm.returns += 1
+        limit = self.args.delivery_limit
+        if limit is not None and qm.returns > limit:
+            qm.state = GONE
+            self.dead_letter(self, qm.msg, "delivery_limit")
+            return
+        qm.redelivered = True
+        qm.state = READY
         self.ready_bytes += len(qm.msg.body)
-        r = self.ready
-        if not r or qm.seq < r[0].seq:
-            r.appendleft(qm)
-        elif qm.seq > r[-1].seq:
-            r.append(qm)
-        else:
-            lo, hi = 0, len(r)
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if r[mid].seq < qm.seq:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            r.insert(lo, qm)
+        self.ready.requeue(qm)
+        if qm.expires_at is not None:
+            self._watch_expiry(qm)
 
     def settled(self, qm: QueuedMessage) -> None:
-        """An unacked message was acked (or dropped/dead-lettered) for good."""
+        """An unacked message was acked (or dropped) for good."""
         self.unacked_count -= 1
+        qm.state = GONE
 
-    def take(self) -> QueuedMessage | None:
-        """Pop the head for delivery; it becomes unacked (the caller may settle at once)."""
-        if not self.ready:
-            return None
-        qm = self.ready.popleft()
-        self.ready_bytes -= len(qm.msg.body)
-        self.unacked_count += 1
-        qm.delivery_count += 1
-        return qm
+    def reject(self, qm: QueuedMessage) -> None:
+        """Rejected without requeue: gone, dead-lettered when a DLX is set."""
+        self.settled(qm)
+        self.dead_letter(self, qm.msg, "rejected")
+
+    def take(self, now: float) -> QueuedMessage | None:
+        """Pop the next live message for delivery (it becomes unacked); expired messages
+        met on the way are dead-lettered, never delivered."""
+        ready = self.ready
+        while len(ready):
+            qm = ready.popleft()
+            self._gone(qm)
+            if qm.expires_at is not None and qm.expires_at <= now:
+                self.dead_letter(self, qm.msg, "expired")
+                continue
+            qm.state = UNACKED
+            self.unacked_count += 1
+            return qm
+        return None
+
+    def expire(self, now: float) -> None:
+        """Dead-letter every ready message whose TTL has passed, wherever it is."""
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            deadline, qm = heapq.heappop(heap)
+            if qm.state != READY or qm.expires_at != deadline:
+                continue  # delivered, settled, or a stale entry
+            self.ready.remove(qm)
+            self._gone(qm)
+            self.dead_letter(self, qm.msg, "expired")
+
+    def next_deadline(self) -> float | None:
+        """When the vhost should next call ``expire`` / check ``x-expires``."""
+        heap = self._expiry
+        while heap and heap[0][1].state != READY:
+            heapq.heappop(heap)
+        deadlines = []
+        if heap:
+            deadlines.append(heap[0][0])
+        if self.args.expires is not None and not self.consumers:
+            deadlines.append(self.last_used + self.args.expires / 1000)
+        return min(deadlines) if deadlines else None
+
+    def idle_expired(self, now: float) -> bool:
+        return self.args.expires is not None and not self.consumers and \
+            now >= self.last_used + self.args.expires / 1000
+
+    def touch(self, now: float) -> None:
+        """Used (consume, get, redeclare): restart the x-expires idle clock."""
+        self.last_used = now
+        if self.args.expires is not None and self.schedule is not None:
+            self.schedule(self, now + self.args.expires / 1000)
 
     def purge(self) -> int:
-        n = len(self.ready)
-        self.ready.clear()
+        items = self.ready.clear()
+        for qm in items:
+            qm.state = GONE
         self.ready_bytes = 0
-        return n
+        self._expiry = []
+        return len(items)
 
     @property
     def message_count(self) -> int:
@@ -119,12 +436,19 @@ class Queue:
         self.had_consumer = True
         self._regroup()
 
-    def remove_consumer(self, c: Consumer) -> None:
+    def remove_consumer(self, c: Consumer, now: float = 0.0) -> None:
         try:
             self.consumers.remove(c)
         except ValueError:
             return
         self._regroup()
+        if not self.consumers:
+            self.touch(now)
+
+    @property
+    def active_consumer(self) -> Consumer | None:
+        """With single-active-consumer: the one that receives (the earliest registered)."""
+        return self.consumers[0] if self.args.single_active and self.consumers else None
 
     def _regroup(self) -> None:
         by_prio: dict[int, list[Consumer]] = {}
@@ -134,6 +458,9 @@ class Queue:
         self._rr = {}
 
     def _next_consumer(self) -> Consumer | None:
+        if self.args.single_active:
+            c = self.consumers[0]
+            return c if c.has_capacity() else None
         # highest-priority consumers with capacity, round-robin; lower ones only while all
         # higher ones are blocked
         for gi, group in enumerate(self._groups):
@@ -146,10 +473,12 @@ class Queue:
                     return c
         return None
 
-    def dispatch(self) -> None:
-        while self.ready and self._groups:
+    def dispatch(self, now: float) -> None:
+        while len(self.ready) and self._groups:
             c = self._next_consumer()
             if c is None:
                 return
-            qm = self.take()
+            qm = self.take(now)
+            if qm is None:
+                return
             c.channel.deliver(c, self, qm)

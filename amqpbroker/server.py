@@ -6,6 +6,7 @@ import logging
 import math
 import signal
 import socket
+import time
 
 import anyio
 from anyio.abc import SocketAttribute
@@ -64,12 +65,24 @@ class Server:
         multi = anyio.streams.stapled.MultiListener(listeners) if len(listeners) > 1 \
             else listeners[0]
         async with anyio.create_task_group() as tg:
+            tg.start_soon(self._ticker)
             task_status.started(self)
             try:
                 await multi.serve(self._handle, task_group=tg)
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._shutdown()
+
+    async def _ticker(self) -> None:
+        """The broker's one timer: message TTL and queue expiry for every queue."""
+        bell = _Doorbell()
+        self.broker.on_timer_change(bell.ring)
+        while True:
+            deadline = self.broker.next_deadline()
+            delay = 60.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            with anyio.move_on_after(delay):
+                await bell.wait()
+            self.broker.handle_timer(time.monotonic())
 
     async def _shutdown(self) -> None:
         for conn, bell in list(self._live.items()):
@@ -122,7 +135,7 @@ class Server:
         try:
             while True:
                 await bell.wait()
-                data = conn.data_to_send()
+                data = conn.data_to_send(anyio.current_time())
                 if data:
                     await stream.send(data)
                     drained.ring()
@@ -136,7 +149,9 @@ class Server:
         while True:
             deadline = conn.next_deadline()
             now = anyio.current_time()
-            delay = 5.0 if deadline is None else max(0.0, min(5.0, deadline - now))
+            # deadlines only move later by themselves; a state change (tune-ok) can make one
+            # appear sooner, so never sleep long
+            delay = 0.5 if deadline is None else max(0.0, min(0.5, deadline - now))
             await anyio.sleep(delay)
             conn.handle_timer(anyio.current_time())
             bell.ring()

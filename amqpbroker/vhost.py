@@ -6,66 +6,80 @@ import base64
 import os
 from decimal import Decimal
 
+import heapq
+import itertools
+import time
+
 from . import errors
 from .exchanges import TYPES, Binding, Exchange
-from .message import Message
-from .queues import Queue
+from .message import (F_EXPIRATION, F_HEADERS, Message, array_items, set_headers,
+                      split_properties, table_items, v_array, v_decode, v_long, v_str,
+                      v_table, v_timestamp)
+from .queues import Queue, QueueArgs
 
-# Queue arguments RabbitMQ implements (compared on redeclare).  Those marked False are
-# implemented by RabbitMQ but not yet by us: declaring them is refused with 406, never
-# silently ignored.
-QUEUE_ARGS: dict[str, bool] = {
-    "x-queue-type": True,
-    "x-queue-mode": True,          # lazy/default: a no-op for an in-memory queue
-    "x-queue-version": True,       # classic queue storage version: a no-op here
-    "x-queue-master-locator": True,
-    "x-queue-leader-locator": True,
-    "x-message-ttl": False,
-    "x-expires": False,
-    "x-max-length": False,
-    "x-max-length-bytes": False,
-    "x-overflow": False,
-    "x-dead-letter-exchange": False,
-    "x-dead-letter-routing-key": False,
-    "x-max-priority": False,
-    "x-single-active-consumer": False,
-    "x-delivery-limit": False,
-    "x-dead-letter-strategy": False,
-}
+# The queue arguments RabbitMQ knows, compared on redeclare (unknown ones are neither
+# compared nor validated, as RabbitMQ).
+QUEUE_ARGS = ("x-queue-type", "x-message-ttl", "x-expires", "x-max-length",
+              "x-max-length-bytes", "x-overflow", "x-dead-letter-exchange",
+              "x-dead-letter-routing-key", "x-max-priority", "x-single-active-consumer",
+              "x-delivery-limit", "x-queue-mode", "x-queue-version",
+              "x-dead-letter-strategy", "x-queue-master-locator", "x-queue-leader-locator")
+
+REPLY_TO = "amq.rabbitmq.reply-to"
 
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _describe(value) -> str:
-    """RabbitMQ's rendering of a value in inequivalent-arg texts."""
-    if value is None:
-        return "none"
+_INT_TYPES = {"byte", "unsignedbyte", "short", "unsignedshort", "signedint", "unsignedint",
+              "long"}
+
+
+def _type_class(type_name: str) -> str:
+    if type_name in _INT_TYPES:
+        return "int"
+    return "float" if type_name in ("float", "double") else type_name
+
+
+def _guess_type(value) -> str:
+    """The wire type of a value we only have decoded (arguments given in YAML, say)."""
     if isinstance(value, bool):
-        t = "bool"
-    elif _is_int(value):
-        t = "signedint" if -2**31 <= value < 2**31 else "long"
-    elif isinstance(value, float):
-        t = "double"
-    elif isinstance(value, Decimal):
-        t = "decimal"
-    elif isinstance(value, (dict,)):
-        t = "table"
-    elif isinstance(value, list):
-        t = "array"
+        return "bool"
+    if isinstance(value, int):
+        return "signedint" if -2**31 <= value < 2**31 else "long"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, Decimal):
+        return "decimal"
+    return {dict: "table", list: "array"}.get(type(value), "longstr")
+
+
+def _fmt(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def check_arg_equivalence(key: str, where: str, new, new_type: str | None, cur,
+                          cur_type: str | None) -> None:
+    """RabbitMQ's rabbit_misc:assert_args_equivalence, with its texts: values of the same
+    type class compare by value (an int is an int whatever its width)."""
+    if new is None and cur is None:
+        return
+    new_type = new_type or (_guess_type(new) if new is not None else None)
+    cur_type = cur_type or (_guess_type(cur) if cur is not None else None)
+    if new is not None and cur is not None:
+        if _type_class(new_type) == _type_class(cur_type):
+            if new == cur and isinstance(new, bool) == isinstance(cur, bool):
+                return
+            shown_new, shown_cur = f"'{_fmt(new)}'", f"'{_fmt(cur)}'"
+        else:
+            shown_new = f"the value '{_fmt(new)}' of type '{new_type}'"
+            shown_cur = f"the value '{_fmt(cur)}' of type '{cur_type}'"
     else:
-        t = "longstr"
-    v = str(value).lower() if isinstance(value, bool) else value
-    return f"the value '{v}' of type '{t}'"
-
-
-def _arg_equal(a, b) -> bool:
-    if _is_int(a) and _is_int(b):
-        return a == b
-    if type(a) is not type(b):
-        return False
-    return a == b
+        shown_new = "none" if new is None else f"the value '{_fmt(new)}' of type '{new_type}'"
+        shown_cur = "none" if cur is None else f"the value '{_fmt(cur)}' of type '{cur_type}'"
+    raise errors.PreconditionFailed(
+        f"inequivalent arg '{key}' {where}: received {shown_new} but current is {shown_cur}")
 
 
 def _bool(b: bool) -> str:
@@ -73,10 +87,15 @@ def _bool(b: bool) -> str:
 
 
 class VirtualHost:
-    def __init__(self, name: str):
+    def __init__(self, name: str, clock=time.monotonic):
         self.name = name
+        self.clock = clock                       # monotonic seconds; tests pass their own
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
+        self.reply_to: dict[str, object] = {}    # direct reply-to: token -> channel
+        self._timers: list[tuple[float, int, Queue]] = []  # one heap for every queue
+        self._timer_ids = itertools.count()
+        self.on_timer_change = None              # called when an earlier deadline appears
         for name, type_ in (("amq.direct", "direct"), ("amq.fanout", "fanout"),
                             ("amq.topic", "topic"), ("amq.headers", "headers"),
                             ("amq.match", "headers")):
@@ -112,7 +131,9 @@ class VirtualHost:
     # ------------------------------------------------------------------ exchanges
 
     def declare_exchange(self, name: str, type_: str, passive: bool, durable: bool,
-                         auto_delete: bool, internal: bool, arguments: dict) -> Exchange:
+                         auto_delete: bool, internal: bool, arguments: dict,
+                         arg_types: dict | None = None) -> Exchange:
+        arg_types = arg_types or {}
         if name == "":
             raise errors.AccessRefused("operation not permitted on the default exchange")
         ex = self.exchanges.get(name)
@@ -132,6 +153,7 @@ class VirtualHost:
                 raise errors.PreconditionFailed(
                     f"invalid arg 'alternate-exchange' for exchange '{name}' {self._in()}")
             ex = cls(name, durable, auto_delete, internal, arguments)
+            ex.arg_types = arg_types
             self.exchanges[name] = ex
             return ex
         where = f"for exchange '{name}' {self._in()}"
@@ -147,13 +169,10 @@ class VirtualHost:
                     f"inequivalent arg '{arg}' {where}: received '{_bool(new)}' but current "
                     f"is '{_bool(cur)}'")
         # among the arguments RabbitMQ compares only alternate-exchange
-        new_ae, cur_ae = arguments.get("alternate-exchange"), ex.arguments.get(
-            "alternate-exchange")
-        if not (new_ae is None and cur_ae is None) and (
-                new_ae is None or cur_ae is None or not _arg_equal(new_ae, cur_ae)):
-            raise errors.PreconditionFailed(
-                f"inequivalent arg 'alternate-exchange' {where}: received {_describe(new_ae)}"
-                f" but current is {_describe(cur_ae)}")
+        check_arg_equivalence("alternate-exchange", where, arguments.get("alternate-exchange"),
+                              arg_types.get("alternate-exchange"),
+                              ex.arguments.get("alternate-exchange"),
+                              ex.arg_types.get("alternate-exchange"))
         return ex
 
     def delete_exchange(self, name: str, if_unused: bool) -> None:
@@ -224,42 +243,41 @@ class VirtualHost:
     def new_queue_name(self) -> str:
         return "amq.gen-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
 
-    def validate_queue_args(self, name: str, args: dict) -> None:
-        for key, value in args.items():
-            supported = QUEUE_ARGS.get(key)
-            if supported is False:
-                raise errors.PreconditionFailed(
-                    f"queue argument '{key}' for queue '{name}' {self._in()} is not "
-                    "supported by amqpbroker yet")
-        qt = args.get("x-queue-type")
-        if qt is not None and qt != "classic":
-            if qt in ("quorum", "stream"):
-                raise errors.PreconditionFailed(
-                    f"queue type '{qt}' for queue '{name}' {self._in()} is not supported by "
-                    "amqpbroker yet")
-            raise errors.PreconditionFailed(
-                f"invalid arg 'x-queue-type' for queue '{name}' {self._in()}: "
-                f"{{unsupported_queue_type,{qt!r}}}")
-
     def declare_queue(self, name: str, passive: bool, durable: bool, exclusive: bool,
-                      auto_delete: bool, arguments: dict, owner) -> Queue:
+                      auto_delete: bool, arguments: dict, owner,
+                      arg_types: dict | None = None) -> Queue:
+        arg_types = arg_types or {}
         q = self.queues.get(name) if name else None
+        now = self.clock()
         if passive:
             if q is None:
                 raise errors.NotFound(f"no queue '{name}' {self._in()}")
             self.check_exclusive(q, owner)
             return q
         if q is None:
-            if not name:
-                name = self.new_queue_name()
-            elif name.startswith("amq."):
+            if name.startswith("amq."):
                 raise errors.AccessRefused(
                     f"queue name '{name}' contains reserved prefix 'amq.*'")
-            self.validate_queue_args(name, arguments)
+            args = QueueArgs.parse(name, self.name, arguments)
+            if args.queue_type == "quorum":
+                # accepted as a durable classic queue until replicated queues exist
+                if not name:
+                    raise errors.PreconditionFailed(
+                        "Cannot declare a server-named queue for type quorum")
+                if not durable:
+                    raise errors.PreconditionFailed(
+                        f"invalid property 'non-durable' for queue '{name}' {self._in()}")
+                if exclusive:
+                    raise errors.PreconditionFailed(
+                        f"invalid property 'exclusive-owner' for queue '{name}' {self._in()}")
+            if not name:
+                name = self.new_queue_name()
             # exclusive queues are transient whatever `durable` says
             q = Queue(name, durable and not exclusive, owner if exclusive else None,
-                      auto_delete, arguments)
+                      auto_delete, arguments, args, self.dead_letter, self._schedule, now)
+            q.arg_types = arg_types
             self.queues[name] = q
+            q.touch(now)
             return q
         self.check_exclusive(q, owner)
         if q.exclusive_owner is not None and not exclusive:
@@ -277,12 +295,9 @@ class VirtualHost:
             new, cur = arguments.get(key), q.arguments.get(key)
             if key == "x-queue-type":  # absent equals classic
                 new, cur = new or "classic", cur or "classic"
-            if new is None and cur is None:
-                continue
-            if new is None or cur is None or not _arg_equal(new, cur):
-                raise errors.PreconditionFailed(
-                    f"inequivalent arg '{key}' {where}: received {_describe(new)} but current"
-                    f" is {_describe(cur)}")
+            check_arg_equivalence(key, where, new, arg_types.get(key), cur,
+                                  q.arg_types.get(key))
+        q.touch(now)  # a redeclare renews the x-expires lease
         return q
 
     def delete_queue(self, q: Queue) -> int:
@@ -301,19 +316,25 @@ class VirtualHost:
 
     # ------------------------------------------------------------------ publish
 
-    def route(self, exchange: Exchange, msg: Message) -> list[Queue]:
+    def route(self, exchange: Exchange, msg: Message, keys=None) -> list[Queue]:
         """Every queue the message reaches, once each: exchange-to-exchange bindings are
-        followed (cycles tolerated), then alternate exchanges for an unroutable message."""
+        followed (cycles tolerated), then alternate exchanges for an unroutable message.
+        ``keys``: the routing keys (the routing key plus CC and BCC by default)."""
+        if keys is None:
+            keys = (msg.routing_key,) if not (msg.cc or msg.bcc) else msg.routing_keys
         if exchange.name == "":
-            q = self.queues.get(msg.routing_key)
-            return [q] if q is not None else []
+            found = {}
+            for k in keys:
+                q = self.queues.get(k)
+                if q is not None:
+                    found[id(q)] = q
+            return list(found.values())
         queues: dict[int, Queue] = {}
-        visited: set[int] = set()
         headers = None
-        rk = msg.routing_key
-        pending = [exchange]
         ae_chain: set[int] = set()
         while True:
+            visited: set[int] = set()
+            pending = [exchange]
             while pending:
                 ex = pending.pop()
                 if id(ex) in visited:
@@ -321,14 +342,15 @@ class VirtualHost:
                 visited.add(id(ex))
                 if ex.type == "headers" and headers is None:
                     headers = msg.headers or {}
-                for dest in ex.route(rk, headers):
-                    if isinstance(dest, Queue):
-                        queues[id(dest)] = dest
-                    else:
-                        pending.append(dest)
+                for rk in keys:
+                    for dest in ex.route(rk, headers):
+                        if isinstance(dest, Queue):
+                            queues[id(dest)] = dest
+                        else:
+                            pending.append(dest)
             if queues:
                 return list(queues.values())
-            # unroutable: try the alternate exchange chain of the publish exchange
+            # unroutable: try the alternate exchange chain
             ae_chain.add(id(exchange))
             ae_name = exchange.alternate_exchange
             if ae_name is None:
@@ -337,13 +359,145 @@ class VirtualHost:
             if ae is None or id(ae) in ae_chain:
                 return []
             exchange = ae
-            pending = [ae]
-            visited = set()
 
-    def publish(self, exchange: Exchange, msg: Message) -> list[Queue]:
+    def publish(self, exchange: Exchange, msg: Message) -> tuple[list[Queue], bool]:
+        """Route and enqueue.  Returns the queues routed to and whether any refused the
+        message (``reject-publish`` overflow: the publisher gets a nack)."""
         queues = self.route(exchange, msg)
+        return queues, self._deliver(queues, msg)
+
+    def _deliver(self, queues: list[Queue], msg: Message) -> bool:
+        now = self.clock()
+        rejected = False
+        accepted = []
         for q in queues:
-            q.enqueue(msg)
-        for q in queues:
-            q.dispatch()
-        return queues
+            if q.offer(msg, now):
+                accepted.append(q)
+            else:
+                rejected = True
+        for q in accepted:
+            q.dispatch(now)
+            q.after_publish(now)
+        return rejected
+
+    # ------------------------------------------------------------------ dead letters
+
+    def dead_letter(self, queue: Queue, msg: Message, reason: str) -> None:
+        """Republish a message that died in ``queue`` to its dead-letter exchange, with the
+        x-death history RabbitMQ writes.  Queue deletion and expiry never come here."""
+        dlx = queue.args.dlx
+        if dlx is None:
+            return
+        exchange = self.exchanges.get(dlx) if dlx else _DEFAULT_EXCHANGE
+        if exchange is None:
+            return  # a missing DLX drops the message, as RabbitMQ
+        new, history = self._with_death(queue, msg, reason)
+        keys = [queue.args.dlrk] if queue.args.dlrk is not None else msg.routing_keys
+        targets = self.route(exchange, new, keys)
+        if reason != "rejected":
+            targets = [q for q in targets if not _is_cycle(q.name, history)]
+        self._deliver(targets, new)
+
+    def _with_death(self, queue: Queue, msg: Message, reason: str):
+        parts = split_properties(msg.props)
+        headers = table_items(parts[F_HEADERS]) if F_HEADERS in parts else []
+        hmap = dict(headers)
+        deaths = array_items(hmap["x-death"]) if hmap.get("x-death", b"")[:1] == b"A" else []
+        found = None
+        rest = []
+        for d in deaths:
+            items = table_items(d[1:]) if d[:1] == b"F" else []
+            fields = {k: v_decode(v) for k, v in items}
+            if found is None and fields.get("queue") == queue.name and \
+                    fields.get("reason") == reason:
+                count = fields.get("count") or 0
+                found = v_table([(k, v_long(count + 1) if k == "count" else v)
+                                 for k, v in items])
+            else:
+                rest.append(d)
+        if found is None:
+            entry = [("count", v_long(1)), ("reason", v_str(reason)),
+                     ("queue", v_str(queue.name)), ("time", v_timestamp(int(time.time()))),
+                     ("exchange", v_str(msg.exchange)),
+                     ("routing-keys", v_array([v_str(k) for k in
+                                               (msg.routing_key, *msg.cc)]))]
+            if F_EXPIRATION in parts:
+                raw = parts[F_EXPIRATION]
+                entry.insert(0, ("original-expiration", v_str(raw[1:].decode())))
+            found = v_table(entry)
+        deaths = [found] + rest
+        changes = {"x-death": v_array(deaths),
+                   "x-last-death-queue": v_str(queue.name),
+                   "x-last-death-reason": v_str(reason),
+                   "x-last-death-exchange": v_str(msg.exchange)}
+        if "x-first-death-queue" not in hmap:
+            changes["x-first-death-queue"] = v_str(queue.name)
+            changes["x-first-death-reason"] = v_str(reason)
+            changes["x-first-death-exchange"] = v_str(msg.exchange)
+        cc = msg.cc
+        if queue.args.dlrk is not None:
+            changes["CC"] = None  # a fixed dead-letter routing key drops CC
+            cc = ()
+        changes["BCC"] = None
+        props = set_headers(msg.props, changes, remove_props=(F_EXPIRATION,))
+        history = []
+        for d in deaths:
+            fields = {k: v_decode(v) for k, v in table_items(d[1:])}
+            history.append((fields.get("queue"), fields.get("reason")))
+        new = msg.with_props(props, exchange=queue.args.dlx,
+                             routing_key=queue.args.dlrk if queue.args.dlrk is not None
+                             else msg.routing_key, cc=cc)
+        return new, history
+
+    # ------------------------------------------------------------------ timers
+
+    def _schedule(self, queue: Queue, deadline: float) -> None:
+        if queue.scheduled is not None and queue.scheduled <= deadline:
+            return
+        queue.scheduled = deadline
+        first = self._timers[0][0] if self._timers else None
+        heapq.heappush(self._timers, (deadline, next(self._timer_ids), queue))
+        if (first is None or deadline < first) and self.on_timer_change is not None:
+            self.on_timer_change()
+
+    def next_deadline(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def handle_timer(self, now: float) -> None:
+        """Expire messages (TTL) and idle queues (x-expires) whose time has come."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            deadline, _, q = heapq.heappop(timers)
+            if q.deleted or q.scheduled != deadline:
+                continue  # superseded by an earlier wake-up
+            q.scheduled = None
+            if q.idle_expired(now):
+                self.delete_queue(q)  # queue expiry never dead-letters
+                continue
+            q.expire(now)
+            nxt = q.next_deadline()
+            if nxt is not None:
+                self._schedule(q, max(nxt, now))
+
+
+def _is_cycle(queue: str, history: list[tuple]) -> bool:
+    """RabbitMQ drops a dead letter that would re-enter a queue already in its x-death
+    history, unless a rejection happened somewhere along that cycle."""
+    for q, reason in history:
+        if reason == "rejected":
+            return False
+        if q == queue:
+            return True
+    return False
+
+
+class _DefaultExchange:
+    """Stands in for the default exchange: every queue bound by its own name."""
+
+    name = ""
+    type = "direct"
+    internal = False
+    alternate_exchange = None
+
+
+_DEFAULT_EXCHANGE = _DefaultExchange()

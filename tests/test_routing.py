@@ -369,8 +369,8 @@ def test_queue_arg_inequivalent_text():
         "received none but current is the value 'lazy' of type 'longstr'")
     with pytest.raises(errors.PreconditionFailed) as e:
         declare_queue(vh, "q", arguments={"x-queue-mode": "default"})
-    assert "received the value 'default' of type 'longstr' but current is the value 'lazy'" \
-        in reply_text(e)
+    # both present, same type class: plain values (rabbit_misc:assert_args_equivalence)
+    assert "received 'default' but current is 'lazy'" in reply_text(e)
 
 
 def test_queue_equivalence_rules():
@@ -384,7 +384,9 @@ def test_queue_equivalence_rules():
     declare_queue(vh, "q", passive=True, durable=True, auto_delete=True)
     with pytest.raises(errors.PreconditionFailed) as e:
         declare_queue(vh, "q", arguments={"x-queue-version": 1})
-    assert "'x-queue-version'" in reply_text(e) and "signedint" in reply_text(e)
+    assert reply_text(e).endswith(
+        "inequivalent arg 'x-queue-version' for queue 'q' in vhost '/': received '1' but "
+        "current is '2'")
 
 
 def test_queue_int_arg_compared_across_int_types_through_the_wire():
