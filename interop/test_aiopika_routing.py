@@ -234,6 +234,7 @@ HEADER_BINDINGS = {
     "any_empty": {"x-match": "any"},                    # matches nothing
     "xkey": {"x-match": "all", "x-foo": "bar", "format": "pdf"},   # x- keys are skipped
     "bool": {"x-match": "all", "flag": True},
+    "exists": {"x-match": "any", "marker": None},      # a void arg matches mere presence
 }
 
 HEADER_MESSAGES = [
@@ -252,6 +253,9 @@ HEADER_MESSAGES = [
     ({"format": "pdf", "type": "report", "count": 5, "extra": 1},
      {"all", "any", "num", "default", "all_empty", "xkey"}),
     ({"x-foo": "bar"}, {"all_empty"}),
+    ({"marker": "anything"}, {"exists", "all_empty"}),
+    ({"marker": None}, {"exists", "all_empty"}),
+    ({"marker": 0, "format": "pdf"}, {"exists", "any", "default", "xkey", "all_empty"}),
 ]
 
 
