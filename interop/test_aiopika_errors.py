@@ -596,3 +596,22 @@ async def test_robust_connection_redeclares_after_channel_error(broker):
         q = await ch.declare_queue(exclusive=True)
         await publish(ch, q.name, b"again")
         assert await drain(q) == [b"again"]
+
+
+@pytest.mark.rabbitmq_310_differs("3.10's default max_message_size is 128 MiB; 3.13/4.x "
+                                  "(and amqpbroker) use 16 MiB")
+async def test_message_larger_than_max_message_size(broker):
+    async with Session(broker) as s:
+        conn = await s.connect()
+        ch = await s.channel(conn)
+        q = await ch.declare_queue(s.qname())
+        u = await ch.get_underlay_channel()
+        size = 16 * 1024 * 1024 + 1
+        with pytest.raises(E.ChannelPreconditionFailed) as ei:
+            await asyncio.wait_for(ch.default_exchange.publish(Message(b"\0" * size), q.name), 30)
+        assert ei.value.args[0] == (f"PRECONDITION_FAILED - message size {size} is larger than "
+                                    f"configured max size {16 * 1024 * 1024}")
+        assert isinstance(await close_reason(u), E.ChannelPreconditionFailed)
+        await assert_connection_usable(s, conn)
+        ch2 = await s.channel(conn)
+        assert await drain(await ch2.get_queue(q.name, ensure=False)) == []
