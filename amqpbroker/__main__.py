@@ -49,18 +49,10 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=cfg.server.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import anyio
+    from .server import main as serve  # imported late: check-config needs no anyio
 
-    from .server import run
-
-    backend_options = {}
     try:
-        import uvloop  # noqa: F401  (optional extra "fast")
-        backend_options["use_uvloop"] = True
-    except ImportError:
-        pass
-    try:
-        anyio.run(run, cfg, backend="asyncio", backend_options=backend_options)
+        serve(cfg)
     except KeyboardInterrupt:
         pass
     return 0

@@ -169,3 +169,15 @@ async def run(config: Config) -> None:
                     tg.cancel_scope.cancel()
                     return
         tg.start_soon(on_signals)
+
+
+def main(config: Config) -> None:
+    """Run the broker until SIGINT / SIGTERM (blocking); uvloop when it is installed.
+    The one place that starts an event loop, so that only this module touches anyio."""
+    backend_options = {}
+    try:
+        import uvloop  # noqa: F401  (optional extra "fast")
+        backend_options["use_uvloop"] = True
+    except ImportError:
+        pass
+    anyio.run(run, config, backend="asyncio", backend_options=backend_options)
