@@ -1,0 +1,130 @@
+"""ARCHITECTURE.md's layering rule, enforced on the import statements of amqpbroker/:
+a module imports only modules listed above it; only the anyio edge imports anyio; the
+broker core never imports pamqp."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parent.parent / "amqpbroker"
+
+# Bottom to top, as in ARCHITECTURE.md's layout.  A new module needs a place here (and in
+# ARCHITECTURE.md).
+LAYERS = ["errors", "config", "framing", "message", "exchanges", "queues", "store", "vhost",
+          "broker", "channel", "connection", "server", "__main__"]
+RANK = {name: i for i, name in enumerate(LAYERS)}
+
+ANYIO_ALLOWED = {"server", "store.sqlite"}
+NO_PAMQP = {"exchanges", "queues", "vhost", "broker"}
+PACKAGE_ATTRIBUTES = {"__version__"}  # defined in amqpbroker/__init__.py, importable by all
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PKG).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def layer_of(module: str) -> str:
+    """amqpbroker-relative module name -> its layer ("store.sqlite" -> "store")."""
+    return module.split(".")[0]
+
+
+def package_modules() -> list[Path]:
+    return sorted(p for p in PKG.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def imports(path: Path) -> tuple[set[str], set[str]]:
+    """(internal modules relative to amqpbroker, top-level external packages)."""
+    mod = module_name(path)
+    is_pkg = path.name == "__init__.py"
+    # the package a relative import is resolved against
+    base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+    base = [p for p in base if p]
+    internal: set[str] = set()
+    external: set[str] = set()
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                top = alias.name.split(".")
+                if top[0] == "amqpbroker":
+                    internal.add(".".join(top[1:]))
+                else:
+                    external.add(top[0])
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                parts = (node.module or "").split(".")
+                if parts[0] != "amqpbroker":
+                    if parts[0] != "__future__":
+                        external.add(parts[0])
+                    continue
+                anchor, module = [], parts[1:]
+            else:
+                up = node.level - 1
+                anchor = base[:len(base) - up] if up else base
+                module = node.module.split(".") if node.module else []
+            if module:
+                internal.add(".".join(anchor + module))
+            else:  # `from . import errors, framing` names modules (or package attributes)
+                for alias in node.names:
+                    internal.add(".".join(anchor + [alias.name]))
+    return internal, external
+
+
+def all_modules():
+    return [(module_name(p), p) for p in package_modules()]
+
+
+def test_every_module_has_a_layer():
+    unknown = [m for m, _ in all_modules() if m and layer_of(m) not in RANK]
+    assert not unknown, (f"modules without a layer: {unknown}; add them to LAYERS here and "
+                         "to ARCHITECTURE.md")
+
+
+def test_package_init_imports_nothing_internal():
+    internal, _ = imports(PKG / "__init__.py")
+    assert internal == set()
+
+
+@pytest.mark.parametrize("mod, path", [m for m in all_modules() if m[0]],
+                         ids=[m for m, _ in all_modules() if m])
+def test_imports_only_lower_layers(mod, path):
+    internal, _ = imports(path)
+    mine = layer_of(mod)
+    bad = []
+    for target in internal:
+        if target in PACKAGE_ATTRIBUTES:
+            continue
+        layer = layer_of(target)
+        if layer == mine == "store":
+            continue  # store/ modules may use each other (the protocol, memory, sqlite)
+        if layer not in RANK or RANK[layer] >= RANK[mine]:
+            bad.append(target)
+    assert not bad, f"{mod} imports {sorted(bad)}, which are not below it in {LAYERS}"
+
+
+@pytest.mark.parametrize("mod, path", [m for m in all_modules() if m[0]],
+                         ids=[m for m, _ in all_modules() if m])
+def test_anyio_only_at_the_edge(mod, path):
+    _, external = imports(path)
+    if mod not in ANYIO_ALLOWED:
+        assert "anyio" not in external, f"{mod} imports anyio; only {ANYIO_ALLOWED} may"
+        assert "asyncio" not in external or mod in ANYIO_ALLOWED, f"{mod} imports asyncio"
+
+
+@pytest.mark.parametrize("mod", sorted(NO_PAMQP))
+def test_core_never_imports_pamqp(mod):
+    path = PKG / f"{mod}.py"
+    _, external = imports(path)
+    assert "pamqp" not in external, f"{mod} imports pamqp"
+
+
+def test_import_parser_sees_relative_imports():
+    internal, external = imports(PKG / "connection.py")
+    assert {"errors", "framing", "channel"} <= internal
+    assert "pamqp" in external
