@@ -144,3 +144,19 @@ def test_large_messages(node_bin, broker):
     out = run_scenario(node_bin, broker, "large")
     assert out["receivedSizes"] == out["sizes"]
     assert all(out["match"])
+
+
+def test_exchange_bind_and_server_cancel(node_bin, broker):
+    out = run_scenario(node_bin, broker, "e2e")
+    src = out["_prefix"] + "-src"
+    # delivered with the exchange and key it was published with; nothing after the unbind
+    assert out["bodies"] == [[src, "k", "via-e2e"]]
+    # deleting the queue sends basic.cancel to its consumer (amqplib calls back with null)
+    assert out["cancelled"] is True
+
+
+def test_heartbeat_idle_connection_survives(node_bin, broker):
+    out = run_scenario(node_bin, broker, "heartbeat")
+    assert out["heartbeat"] == 1
+    assert out["closed"] is None
+    assert out["queue"].startswith("amq.gen-")

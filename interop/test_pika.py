@@ -872,3 +872,45 @@ def test_basic_recover_requeues(broker, conn, ch):
     ch.basic_recover(requeue=True)
     m2, _, b = ch.basic_get(q, auto_ack=True)
     assert b == b"r" and m2.redelivered is True
+
+
+def test_global_qos_is_channel_wide(broker, conn, ch):
+    """RabbitMQ <= 4.2 (and celery with product=RabbitMQ): global=true limits the whole channel."""
+    q1 = declare_queue(ch, broker)
+    q2 = declare_queue(ch, broker)
+    ch.confirm_delivery()
+    for q in (q1, q2):
+        for i in range(3):
+            ch.basic_publish("", q, f"{q}-{i}".encode())
+    ch.basic_qos(prefetch_count=3, global_qos=True)
+    got = []
+    ch.basic_consume(q1, lambda c, m, p, b: got.append(m.delivery_tag))
+    ch.basic_consume(q2, lambda c, m, p, b: got.append(m.delivery_tag))
+    wait_for(conn, lambda: len(got) >= 3)
+    conn.process_data_events(time_limit=0.5)
+    assert len(got) == 3
+    ch.basic_ack(got[0])
+    wait_for(conn, lambda: len(got) >= 4)
+    conn.process_data_events(time_limit=0.3)
+    assert len(got) == 4
+    ch.basic_ack(0, multiple=True)
+    wait_for(conn, lambda: len(got) >= 6)
+
+
+def test_many_messages_in_order(broker, conn, ch):
+    q = declare_queue(ch, broker)
+    ch.confirm_delivery()
+    n = 2000
+    for i in range(n):
+        ch.basic_publish("", q, str(i).encode())
+    got = []
+    ch.basic_qos(prefetch_count=100)
+
+    def cb(c, m, p, b):
+        got.append(int(b))
+        if len(got) % 50 == 0:
+            c.basic_ack(m.delivery_tag, multiple=True)
+
+    ch.basic_consume(q, cb)
+    wait_for(conn, lambda: len(got) == n, timeout=60)
+    assert got == list(range(n))

@@ -247,12 +247,59 @@ const scenarios = {
     return { sizes, receivedSizes: got.map((b) => b.length),
              match: got.map((b, i) => digest(b) === digest(sent[i])) };
   },
+
+  // exchange-to-exchange bindings, and a server-sent basic.cancel when the queue goes away
+  async e2e(conn) {
+    const ch = await conn.createConfirmChannel();
+    const src = `${prefix}-src`;
+    const dst = `${prefix}-dst`;
+    // src is not auto-delete: unbinding its only binding would delete it
+    await ch.assertExchange(src, 'direct', { autoDelete: false });
+    await ch.assertExchange(dst, 'fanout', { autoDelete: true });
+    const { queue } = await ch.assertQueue(`${prefix}-e2eq`, { autoDelete: false });
+    await ch.bindQueue(queue, dst, '');
+    await ch.bindExchange(dst, src, 'k');
+    ch.publish(src, 'k', Buffer.from('via-e2e'));
+    ch.publish(src, 'other', Buffer.from('dropped'));
+    await ch.waitForConfirms();
+    await ch.unbindExchange(dst, src, 'k');
+    ch.publish(src, 'k', Buffer.from('after-unbind'));
+    await ch.waitForConfirms();
+    const bodies = [];
+    let cancelled = false;
+    const ok = await ch.consume(queue, (m) => {
+      if (m === null) { cancelled = true; return; }
+      bodies.push([m.fields.exchange, m.fields.routingKey, m.content.toString()]);
+    }, { noAck: true });
+    await waitFor(() => bodies.length >= 1);
+    await sleep(200);
+    const other = await conn.createChannel();
+    await other.deleteQueue(queue);
+    await waitFor(() => cancelled);
+    await other.deleteExchange(src);
+    await other.close();
+    await ch.close();
+    return { consumerTag: ok.consumerTag, bodies, cancelled };
+  },
+
+  // heartbeat=1: the connection survives an idle period on heartbeats alone
+  async heartbeat(conn) {
+    let closed = null;
+    conn.on('close', (e) => { closed = String(e); });
+    await sleep(4000);
+    const ch = await conn.createChannel();
+    const q = await ch.assertQueue('', { exclusive: true });
+    await ch.close();
+    return { heartbeat: conn.connection.heartbeat, closed, queue: q.queue };
+  },
 };
 
 async function main() {
   const fn = scenarios[scenario];
   if (!fn) throw new Error(`unknown scenario ${scenario}`);
-  const conn = await amqp.connect(url);
+  const conn = await amqp.connect(scenario === 'heartbeat' ? `${url}?heartbeat=1` : url);
+  // an asynchronous error must not crash node before it prints its JSON line
+  conn.on('error', (e) => console.error('connection error:', e && e.message));
   try {
     const out = await fn(conn);
     process.stdout.write(JSON.stringify(out) + '\n');
