@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="listen port (0 = a free port); overrides "
                                                 "listen.port")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--data-dir", help="data directory; overrides storage.path")
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("file")
     args = parser.parse_args(argv)
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise config_mod.ConfigError(f"--port: expected 0..65535, got {args.port}")
             listen["port"] = args.port
         cfg = config_mod.replace(cfg, listen=listen,
-                                 server={"log_level": args.log_level} if args.log_level else {})
+                                 server={"log_level": args.log_level} if args.log_level else {},
+                                 storage={"path": args.data_dir} if args.data_dir else {})
     except config_mod.ConfigError as e:
         print(f"amqpbroker: {e}", file=sys.stderr)
         return 2

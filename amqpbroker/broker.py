@@ -7,7 +7,8 @@ import hmac
 import re
 
 from . import errors
-from .config import Config, Permission
+from .config import Config, ConfigError, Permission
+from .store import MemoryStore
 from .vhost import VirtualHost
 
 
@@ -38,12 +39,50 @@ class Permissions:
 
 
 class Broker:
-    def __init__(self, config: Config | None = None):
+    def __init__(self, config: Config | None = None, store=None):
+        """``store``: where durable state lives (the server opens the configured one);
+        without it nothing is durable, which is what the sans-I/O tests want."""
         self.config = config or Config()
-        self.vhosts = {name: VirtualHost(name) for name in self.config.vhosts}
+        self.store = store if store is not None else MemoryStore()
+        self.vhosts = {name: VirtualHost(name, store=self.store) for name in self.config.vhosts}
+        self.waiting_sync: set = set()   # channels with confirms parked until a sync
+        recovered = self.store.recover()
+        for vh in self.vhosts.values():
+            vh.restore(recovered)
+        self._apply_definitions()
+
+    def _apply_definitions(self) -> None:
+        """Declare the YAML definitions as a client would: an existing (recovered) entity
+        must be equivalent, or the broker does not start."""
+        d = self.config.definitions
+        path = ""
+        try:
+            for i, x in enumerate(d.exchanges):
+                path = f"definitions.exchanges[{i}]"
+                self.vhosts[x.vhost].declare_exchange(x.name, x.type, False, x.durable,
+                                                      x.auto_delete, x.internal, x.arguments)
+            for i, q in enumerate(d.queues):
+                path = f"definitions.queues[{i}]"
+                self.vhosts[q.vhost].declare_queue(q.name, False, q.durable, False,
+                                                   q.auto_delete, q.arguments, None)
+            for i, b in enumerate(d.bindings):
+                path = f"definitions.bindings[{i}]"
+                vh = self.vhosts[b.vhost]
+                dest = vh.get_queue(b.destination) if b.destination_type == "queue" \
+                    else vh.get_exchange(b.destination)
+                vh.bind(b.source, dest, b.routing_key, b.arguments)
+        except errors.AMQPError as e:
+            raise ConfigError(f"{path}: {e.reply_text}") from None
         self.users = {u.name: u for u in self.config.users}
         self.permissions = {(p.user, p.vhost): Permissions(p) for p in self.config.permissions}
         self.connections: set = set()
+
+    def after_sync(self) -> None:
+        """The store made everything up to ``store.synced`` durable: release the confirms
+        (and tx commit-oks) that were waiting for it."""
+        waiting, self.waiting_sync = self.waiting_sync, set()
+        for ch in waiting:
+            ch.flush_confirms()
 
     def next_deadline(self) -> float | None:
         """The earliest TTL / queue-expiry deadline of any vhost (one timer per broker)."""

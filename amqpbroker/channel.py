@@ -34,7 +34,9 @@ class Channel:
         self.confirm = False
         self.publish_seq = 0
         self.confirmed_upto = 0       # highest publish seq already confirmed on the wire
-        self.pending_confirm: list[tuple[int, bool]] = []  # (seq, ack?) not yet written
+        # (seq, ack?, store generation that must be durable first), not yet written
+        self.pending_confirm: list[tuple[int, bool, int]] = []
+        self.commit_ok_gen: int | None = None  # a Tx.CommitOk waiting for the store
         self.last_queue: str | None = None
         self.tx: list | None = None   # in tx mode: buffered publishes and settlements
         self.reply_token: str | None = None  # direct reply-to: our pseudo-queue suffix
@@ -166,19 +168,24 @@ class Channel:
         self._route(pub, ex, msg)
 
     def _route(self, pub: Publish, ex, msg: Message) -> None:
+        store = self.vhost.store
+        written = store.gen
         if not ex.name and msg.routing_key.startswith(REPLY_TO + "."):
             routed, rejected = self._reply(msg), False
         else:
             queues, rejected = self.vhost.publish(ex, msg)
             routed = bool(queues)
+        written = store.gen if store.gen != written else 0
         if not routed and pub.mandatory:
             # the return goes out before the confirm (confirms are flushed later)
             self.conn.send(framing.basic_return(self.number, 312, "NO_ROUTE", pub.exchange,
                                                 pub.routing_key, msg.props, msg.body,
                                                 self.conn.frame_max))
         if self.confirm:
+            # a persistent message written to the store is confirmed after the sync that
+            # covers it; anything else at once (but in order)
             self.publish_seq += 1
-            self.pending_confirm.append((self.publish_seq, not rejected))
+            self.pending_confirm.append((self.publish_seq, not rejected, written))
             self.conn.confirms_dirty.add(self)
 
     # ------------------------------------------------------------------ direct reply-to
@@ -235,12 +242,15 @@ class Channel:
             raise errors.PreconditionFailed("channel is not transactional", 90, 20)
         work, self.tx = self.tx, []
         touched: dict[int, Queue] = {}
+        store = self.vhost.store
         for item in work:
             if len(item) == 3:
                 self._route(*item)
             else:
                 self._apply_settle(item[0], item[1], touched)
-        self.send_method(C.Tx.CommitOk())  # after any Basic.Return
+        # after any Basic.Return; after the sync when persistent messages were written
+        self.commit_ok_gen = store.gen
+        self.conn.confirms_dirty.add(self)
         self._redispatch(touched)
 
     def _tx_rollback(self, m) -> None:
@@ -256,14 +266,36 @@ class Channel:
         self.send_method(C.Tx.RollbackOk())
 
     def flush_confirms(self) -> None:
-        """Write pending confirms, coalescing runs with multiple=true."""
-        pending, self.pending_confirm = self.pending_confirm, []
+        """Write the confirms whose messages are durable (in order), coalescing runs with
+        multiple=true; the rest wait for the store's next sync."""
+        if self.closing or self.conn.channels.get(self.number) is not self:
+            self.pending_confirm = []
+            self.commit_ok_gen = None
+            return
+        synced = self.vhost.store.synced
+        if self.commit_ok_gen is not None:
+            if self.commit_ok_gen <= synced:
+                self.commit_ok_gen = None
+                self.send_method(C.Tx.CommitOk())
+            else:
+                self.conn.broker.waiting_sync.add(self)
+        if not self.pending_confirm:
+            return
+        cut = 0
+        for seq, ack, gen in self.pending_confirm:
+            if gen > synced:
+                break
+            cut += 1
+        if cut < len(self.pending_confirm):
+            self.conn.broker.waiting_sync.add(self)
+        pending, self.pending_confirm = self.pending_confirm[:cut], self.pending_confirm[cut:]
         i, n = 0, len(pending)
         while i < n:
-            seq, ack = pending[i]
+            seq, ack, _gen = pending[i]
             j = i
             # a run of the same outcome, contiguous from the last confirmed seq
-            while j + 1 < n and pending[j + 1][1] == ack and pending[j + 1][0] == pending[j][0] + 1:
+            while j + 1 < n and pending[j + 1][1] == ack and \
+                    pending[j + 1][0] == pending[j][0] + 1:
                 j += 1
             last = pending[j][0]
             multiple = j > i and pending[i][0] == self.confirmed_upto + 1

@@ -42,7 +42,7 @@ class Server:
 
 @dataclass(frozen=True)
 class Storage:
-    backend: str = "memory"
+    backend: str = "sqlite"  # sqlite: durable (WAL, group commit); memory: nothing survives
     path: str = "./data"
 
 
@@ -65,6 +65,46 @@ class Permission:
 
 
 @dataclass(frozen=True)
+class ExchangeDefinition:
+    name: str
+    type: str = "direct"
+    vhost: str = "/"
+    durable: bool = True
+    auto_delete: bool = False
+    internal: bool = False
+    arguments: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QueueDefinition:
+    name: str
+    vhost: str = "/"
+    durable: bool = True
+    auto_delete: bool = False
+    arguments: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BindingDefinition:
+    source: str
+    destination: str
+    destination_type: str = "queue"
+    routing_key: str = ""
+    vhost: str = "/"
+    arguments: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Definitions:
+    """Exchanges, queues and bindings declared at start (after recovery), as a client
+    would declare them: an existing entity must be equivalent."""
+
+    exchanges: tuple[ExchangeDefinition, ...] = ()
+    queues: tuple[QueueDefinition, ...] = ()
+    bindings: tuple[BindingDefinition, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     server: Server = field(default_factory=Server)
     listen: Listen = field(default_factory=Listen)
@@ -74,6 +114,7 @@ class Config:
     users: tuple[User, ...] = (User("guest", password="guest", tags=("administrator",),
                                     loopback_only=True),)
     permissions: tuple[Permission, ...] = (Permission("guest", "/"),)
+    definitions: Definitions = field(default_factory=Definitions)
 
 
 # value checks beyond the type: key path suffix -> (predicate, expectation)
@@ -87,6 +128,9 @@ _CHECKS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
     "server.log_level": (lambda v: v in ("debug", "info", "warning", "error"),
                          "one of debug, info, warning, error"),
     "storage.backend": (lambda v: v in ("memory", "sqlite"), "one of memory, sqlite"),
+    "type": (lambda v: v in ("direct", "fanout", "topic", "headers"),
+             "one of direct, fanout, topic, headers"),
+    "destination_type": (lambda v: v in ("queue", "exchange"), "one of queue, exchange"),
 }
 
 
@@ -108,6 +152,10 @@ def _convert(value: typing.Any, tp: typing.Any, path: str) -> typing.Any:
         return tuple(_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path)
+    if tp is dict:  # AMQP arguments: a mapping with string keys
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{path}: expected a mapping with string keys, got {value!r}")
+        return value
     if tp is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif tp is bool:
@@ -118,7 +166,8 @@ def _convert(value: typing.Any, tp: typing.Any, path: str) -> typing.Any:
         raise TypeError(tp)
     if not ok:
         raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
-    check = _CHECKS.get(path)
+    check = _CHECKS.get(path) or (_CHECKS.get(path.rsplit(".", 1)[-1])
+                                  if path.startswith("definitions.") else None)
     if check and not check[0](value):
         raise ConfigError(f"{path}: expected {check[1]}, got {value!r}")
     return value
@@ -157,6 +206,13 @@ def from_dict(data: typing.Any) -> Config:
             raise ConfigError(f"permissions[{i}].user: expected one of the users, got {p.user!r}")
         if p.vhost not in cfg.vhosts:
             raise ConfigError(f"permissions[{i}].vhost: expected one of the vhosts, got {p.vhost!r}")
+    d = cfg.definitions
+    for kind, items in (("exchanges", d.exchanges), ("queues", d.queues),
+                        ("bindings", d.bindings)):
+        for i, item in enumerate(items):
+            if item.vhost not in cfg.vhosts:
+                raise ConfigError(f"definitions.{kind}[{i}].vhost: expected one of the vhosts, "
+                                  f"got {item.vhost!r}")
     return cfg
 
 

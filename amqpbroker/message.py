@@ -159,7 +159,20 @@ class Message:
 
     @property
     def persistent(self) -> bool:
-        return bool(self.flags & F_DELIVERY_MODE) and self.properties.delivery_mode == 2
+        """delivery-mode 2, read straight from the raw bytes (hot: every publish to a
+        durable queue asks)."""
+        p = self.props
+        flags = (p[0] << 8) | p[1]
+        if not flags & F_DELIVERY_MODE:
+            return False
+        pos = 2  # skip content-type, content-encoding (shortstr) and headers (table)
+        if flags & F_CONTENT_TYPE:
+            pos += 1 + p[pos]
+        if flags & F_CONTENT_ENCODING:
+            pos += 1 + p[pos]
+        if flags & F_HEADERS:
+            pos += 4 + _u32.unpack_from(p, pos)[0]
+        return p[pos] == 2
 
     @property
     def priority(self) -> int:

@@ -20,7 +20,8 @@ READY, UNACKED, GONE = 0, 1, 2
 class QueuedMessage:
     """One message's life in one queue.  ``seq`` is its place, kept across requeues."""
 
-    __slots__ = ("seq", "msg", "redelivered", "returns", "expires_at", "priority", "state")
+    __slots__ = ("seq", "msg", "redelivered", "returns", "expires_at", "priority", "state",
+                 "persisted")
 
     def __init__(self, seq: int, msg: Message, expires_at: float | None, priority: int):
         self.seq = seq
@@ -30,6 +31,7 @@ class QueuedMessage:
         self.expires_at = expires_at  # monotonic seconds, or None
         self.priority = priority
         self.state = READY
+        self.persisted = False        # in the store: removing it must remove the stored copy
 
     def __lt__(self, other: "QueuedMessage") -> bool:  # for the expiry heap
         return self.seq < other.seq
@@ -258,7 +260,7 @@ class Queue:
     def __init__(self, name: str, durable: bool = False, exclusive_owner=None,
                  auto_delete: bool = False, arguments: dict | None = None,
                  args: QueueArgs | None = None, dead_letter=_no_dead_letters,
-                 schedule=None, now: float = 0.0):
+                 schedule=None, now: float = 0.0, store=None, vhost: str = "/"):
         self.name = name
         self.durable = durable
         self.exclusive_owner = exclusive_owner   # the owning connection, or None
@@ -268,6 +270,9 @@ class Queue:
         self.args = args or QueueArgs()
         self.dead_letter = dead_letter           # (queue, msg, reason) -> None
         self.schedule = schedule                 # (queue, deadline) -> None: wake me then
+        # persistent messages of a durable queue go to the store (None: nothing durable)
+        self.store = store if durable and store is not None and store.durable else None
+        self.vhost = vhost
         a = self.args
         self.ready = _PriorityReady(a.max_priority) if a.max_priority is not None \
             else _Ready()
@@ -316,7 +321,23 @@ class Queue:
         self.ready_bytes += len(msg.body)
         if qm.expires_at is not None:
             self._watch_expiry(qm)
+        if self.store is not None and msg.persistent:
+            self.store.append(self.vhost, self.name, qm.seq, msg, ttl)
+            qm.persisted = True
         return qm
+
+    def restore(self, seq: int, msg: Message, ttl: int | None, now: float) -> None:
+        """A message recovered from the store, in its place, marked redelivered."""
+        priority = min(msg.priority, self.args.max_priority) \
+            if self.args.max_priority is not None else 0
+        qm = QueuedMessage(seq, msg, None if ttl is None else now + ttl / 1000, priority)
+        qm.redelivered = True
+        qm.persisted = True
+        self._next_seq = max(self._next_seq, seq)
+        self.ready.requeue(qm)
+        self.ready_bytes += len(msg.body)
+        if qm.expires_at is not None:
+            self._watch_expiry(qm)
 
     def _watch_expiry(self, qm: QueuedMessage) -> None:
         heapq.heappush(self._expiry, (qm.expires_at, qm))
@@ -333,14 +354,20 @@ class Queue:
                     (a.max_length is not None and len(self.ready) > a.max_length) or
                     (a.max_length_bytes is not None and self.ready_bytes > a.max_length_bytes)):
                 qm = self.ready.popleft()
-                self._gone(qm)
+                self._unready(qm)
+                self._drop(qm)
                 self.dead_letter(self, qm.msg, "maxlen")
         if self._expiry and self._expiry[0][0] <= now:
             self.expire(now)
 
-    def _gone(self, qm: QueuedMessage) -> None:
+    def _unready(self, qm: QueuedMessage) -> None:
         self.ready_bytes -= len(qm.msg.body)
+
+    def _drop(self, qm: QueuedMessage) -> None:
+        """The message leaves this queue for good (acked, dropped, dead-lettered)."""
         qm.state = GONE
+        if qm.persisted and self.store is not None:
+            self.store.remove(self.vhost, self.name, qm.seq)
 
     def requeue(self, qm: QueuedMessage) -> None:
         """Back to its original position, marked redelivered; at the delivery limit it is
@@ -349,7 +376,7 @@ class Queue:
         qm.returns += 1
         limit = self.args.delivery_limit
         if limit is not None and qm.returns > limit:
-            qm.state = GONE
+            self._drop(qm)
             self.dead_letter(self, qm.msg, "delivery_limit")
             return
         qm.redelivered = True
@@ -362,7 +389,7 @@ class Queue:
     def settled(self, qm: QueuedMessage) -> None:
         """An unacked message was acked (or dropped) for good."""
         self.unacked_count -= 1
-        qm.state = GONE
+        self._drop(qm)
 
     def reject(self, qm: QueuedMessage) -> None:
         """Rejected without requeue: gone, dead-lettered when a DLX is set."""
@@ -375,8 +402,9 @@ class Queue:
         ready = self.ready
         while len(ready):
             qm = ready.popleft()
-            self._gone(qm)
+            self._unready(qm)
             if qm.expires_at is not None and qm.expires_at <= now:
+                self._drop(qm)
                 self.dead_letter(self, qm.msg, "expired")
                 continue
             qm.state = UNACKED
@@ -392,7 +420,8 @@ class Queue:
             if qm.state != READY or qm.expires_at != deadline:
                 continue  # delivered, settled, or a stale entry
             self.ready.remove(qm)
-            self._gone(qm)
+            self._unready(qm)
+            self._drop(qm)
             self.dead_letter(self, qm.msg, "expired")
 
     def next_deadline(self) -> float | None:
@@ -420,7 +449,7 @@ class Queue:
     def purge(self) -> int:
         items = self.ready.clear()
         for qm in items:
-            qm.state = GONE
+            self._drop(qm)
         self.ready_bytes = 0
         self._expiry = []
         return len(items)

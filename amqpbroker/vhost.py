@@ -16,6 +16,8 @@ from .message import (F_EXPIRATION, F_HEADERS, Message, array_items, set_headers
                       split_properties, table_items, v_array, v_decode, v_long, v_str,
                       v_table, v_timestamp)
 from .queues import Queue, QueueArgs
+from .store import MemoryStore
+from .store.base import BindingDef, ExchangeDef, QueueDef
 
 # The queue arguments RabbitMQ knows, compared on redeclare (unknown ones are neither
 # compared nor validated, as RabbitMQ).
@@ -87,8 +89,9 @@ def _bool(b: bool) -> str:
 
 
 class VirtualHost:
-    def __init__(self, name: str, clock=time.monotonic):
+    def __init__(self, name: str, clock=time.monotonic, store=None):
         self.name = name
+        self.store = store if store is not None else MemoryStore()
         self.clock = clock                       # monotonic seconds; tests pass their own
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
@@ -155,6 +158,9 @@ class VirtualHost:
             ex = cls(name, durable, auto_delete, internal, arguments)
             ex.arg_types = arg_types
             self.exchanges[name] = ex
+            if durable:
+                self.store.put_exchange(ExchangeDef(self.name, name, type_, auto_delete,
+                                                    internal, arguments, arg_types))
             return ex
         where = f"for exchange '{name}' {self._in()}"
         if ex.type != type_:
@@ -193,6 +199,8 @@ class VirtualHost:
             return
         del self.exchanges[ex.name]
         ex.deleted = True
+        if ex.durable:
+            self.store.delete_exchange(self.name, ex.name)
         for b in list(ex.bindings.values()):
             self._drop_binding(b)
         # bindings where this exchange is the destination
@@ -204,6 +212,8 @@ class VirtualHost:
         """Remove a binding, then auto-delete an exchange that lost its last binding."""
         b.source.remove(b.key)
         dest = b.destination
+        if b.source.durable and dest.durable:
+            self.store.delete_binding(self._binding_def(b))
         if isinstance(dest, Queue):
             try:
                 dest.bindings.remove(b)
@@ -225,8 +235,16 @@ class VirtualHost:
             raise errors.AccessRefused("operation not permitted on the default exchange")
         source = self.get_exchange(source_name)
         b = Binding(source, dest, routing_key, arguments)
-        if source.add(b) and isinstance(dest, Queue):
-            dest.bindings.append(b)
+        if source.add(b):
+            if isinstance(dest, Queue):
+                dest.bindings.append(b)
+            if source.durable and dest.durable:
+                self.store.put_binding(self._binding_def(b))
+
+    def _binding_def(self, b: Binding) -> BindingDef:
+        kind = "queue" if isinstance(b.destination, Queue) else "exchange"
+        return BindingDef(self.name, b.source.name, kind, b.destination.name, b.routing_key,
+                          b.arguments)
 
     def unbind(self, source_name: str, dest, routing_key: str, arguments: dict) -> None:
         if source_name == "":
@@ -273,10 +291,12 @@ class VirtualHost:
             if not name:
                 name = self.new_queue_name()
             # exclusive queues are transient whatever `durable` says
-            q = Queue(name, durable and not exclusive, owner if exclusive else None,
-                      auto_delete, arguments, args, self.dead_letter, self._schedule, now)
+            q = self._new_queue(name, durable and not exclusive, owner if exclusive else None,
+                                auto_delete, arguments, args, now)
             q.arg_types = arg_types
-            self.queues[name] = q
+            if q.durable:
+                self.store.put_queue(QueueDef(self.name, name, auto_delete, arguments,
+                                              arg_types))
             q.touch(now)
             return q
         self.check_exclusive(q, owner)
@@ -300,10 +320,19 @@ class VirtualHost:
         q.touch(now)  # a redeclare renews the x-expires lease
         return q
 
+    def _new_queue(self, name, durable, owner, auto_delete, arguments, args, now) -> Queue:
+        q = Queue(name, durable, owner, auto_delete, arguments, args, self.dead_letter,
+                  self._schedule, now, self.store, self.name)
+        self.queues[name] = q
+        return q
+
     def delete_queue(self, q: Queue) -> int:
         if q.deleted:
             return 0
         q.deleted = True
+        if q.durable:
+            self.store.delete_queue(self.name, q.name)  # its messages go with it
+        q.store = None
         n = q.message_count
         self.queues.pop(q.name, None)
         for b in list(q.bindings):
@@ -313,6 +342,45 @@ class VirtualHost:
             q.remove_consumer(c)
             c.channel.server_cancel(c)
         return n
+
+    # ------------------------------------------------------------------ recovery
+
+    def restore(self, recovered) -> None:
+        """Rebuild durable definitions and messages from the store (nothing is written
+        back): definitions first, then messages in their order, marked redelivered."""
+        now = self.clock()
+        for d in recovered.exchanges:
+            if d.vhost == self.name and d.type in TYPES and d.name not in self.exchanges:
+                ex = TYPES[d.type](d.name, True, d.auto_delete, d.internal, d.arguments)
+                ex.arg_types = d.arg_types
+                self.exchanges[d.name] = ex
+        for d in recovered.queues:
+            if d.vhost != self.name:
+                continue
+            try:
+                args = QueueArgs.parse(d.name, self.name, d.arguments)
+            except errors.AMQPError:
+                args = QueueArgs()
+            q = self._new_queue(d.name, True, None, d.auto_delete, d.arguments, args, now)
+            q.arg_types = d.arg_types
+            q.touch(now)
+        for d in recovered.bindings:
+            if d.vhost != self.name:
+                continue
+            source = self.exchanges.get(d.source)
+            dest = (self.queues if d.dest_kind == "queue" else self.exchanges).get(
+                d.destination)
+            if source is None or dest is None:
+                continue
+            b = Binding(source, dest, d.routing_key, d.arguments)
+            if source.add(b) and isinstance(dest, Queue):
+                dest.bindings.append(b)
+        for (vhost, name), stored in recovered.messages.items():
+            q = self.queues.get(name)
+            if vhost != self.name or q is None:
+                continue
+            for sm in stored:
+                q.restore(sm.seq, sm.message, sm.ttl, now)
 
     # ------------------------------------------------------------------ publish
 

@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import uuid
@@ -39,9 +40,14 @@ class Broker:
         return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def start_amqpbroker(*args: str, timeout: float = 20.0) -> tuple[subprocess.Popen, int]:
-    """Start ``python -m amqpbroker serve --port 0`` and wait for 'listening on HOST:PORT'."""
-    cmd = [sys.executable, "-m", "amqpbroker", "serve", "--port", "0", *args]
+def start_amqpbroker(*args: str, timeout: float = 20.0,
+                     data_dir: str | None = None) -> tuple[subprocess.Popen, int]:
+    """Start ``python -m amqpbroker serve --port 0`` and wait for 'listening on HOST:PORT'.
+    Its data directory is ``data_dir`` (kept across restarts) or a fresh temporary one."""
+    if data_dir is None:
+        data_dir = tempfile.mkdtemp(prefix="amqpbroker-test-")
+    cmd = [sys.executable, "-m", "amqpbroker", "serve", "--port", "0", "--data-dir", data_dir,
+           *args]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     deadline = time.monotonic() + timeout
     seen = []
