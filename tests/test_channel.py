@@ -806,3 +806,56 @@ def test_messages_to_several_queues_delivered_once_each():
                "Queue.BindOk")
     c.publish(1, "amq.topic", "x.y", b"m")
     assert queue(c, "a").message_count == 1 and queue(c, "b").message_count == 1
+
+
+# ---------------------------------------------------------------------- transactions
+
+
+def test_tx_publish_visible_only_after_commit_and_rollback_discards():
+    c = connected()
+    c.declare(1, "q")
+    assert names(c.rpc(1, C.Tx.Select())) == ["Tx.SelectOk"]
+    assert c.publish(1, "", "q", b"a") == []
+    assert queue(c, "q").message_count == 0
+    assert names(c.rpc(1, C.Tx.Commit())) == ["Tx.CommitOk"]
+    assert queue(c, "q").message_count == 1
+    c.publish(1, "", "q", b"b")
+    assert names(c.rpc(1, C.Tx.Rollback())) == ["Tx.RollbackOk"]
+    assert queue(c, "q").message_count == 1
+    assert c.get(1, "q", no_ack=True).body == b"a"
+
+
+def test_tx_ack_applied_at_commit_and_errors_detected_immediately():
+    c = connected()
+    c.declare(1, "q")
+    c.publish(1, "", "q", b"x")
+    c.rpc(1, C.Tx.Select())
+    c.get(1, "q")
+    assert c.ack(1, 1) == []
+    assert queue(c, "q").unacked_count == 1
+    c.rpc(1, C.Tx.Commit())
+    assert queue(c, "q").unacked_count == 0
+    soft_close(c.ack(1, 5), 406, text="PRECONDITION_FAILED - unknown delivery tag 5")
+
+
+def test_tx_return_before_commit_ok():
+    c = connected()
+    c.rpc(1, C.Tx.Select())
+    c.publish(1, "amq.direct", "nowhere", b"x", mandatory=True)
+    frames = c.rpc(1, C.Tx.Commit())
+    assert names(frames) == ["Basic.Return", "ContentHeader", "ContentBody", "Tx.CommitOk"]
+
+
+def test_tx_without_select_and_mode_mixing_406():
+    c = connected()
+    soft_close(c.rpc(1, C.Tx.Commit()), 406,
+               text="PRECONDITION_FAILED - channel is not transactional")
+    c.rpc(1, C.Channel.CloseOk())
+    c.open_channel(1)
+    c.rpc(1, C.Tx.Select())
+    soft_close(c.rpc(1, C.Confirm.Select()), 406,
+               text="PRECONDITION_FAILED - cannot switch from tx to confirm mode")
+    c.open_channel(2)
+    c.rpc(2, C.Confirm.Select())
+    soft_close(c.rpc(2, C.Tx.Select()), 406, ch=2,
+               text="PRECONDITION_FAILED - cannot switch from confirm to tx mode")
