@@ -72,7 +72,7 @@ def test_server_properties_and_capabilities():
     # clients gate features on these (pika and aiormq refuse confirms without the first two)
     for cap in ("publisher_confirms", "basic.nack", "exchange_exchange_bindings",
                 "consumer_cancel_notify", "connection.blocked", "consumer_priorities",
-                "authentication_failure_close", "per_consumer_qos"):
+                "authentication_failure_close", "per_consumer_qos", "direct_reply_to"):
         assert caps.get(cap) is True, cap
 
 
