@@ -76,6 +76,7 @@ class SQLiteStore:
         self.gen = 0
         self.synced = 0
         self.on_dirty = None
+        self._lock: anyio.Lock | None = None  # created in the event loop, by sync()
 
     # ------------------------------------------------------------------ mutators
 
@@ -129,13 +130,19 @@ class SQLiteStore:
     # ------------------------------------------------------------------ sync
 
     async def sync(self) -> None:
-        if not self._batch:
-            self.synced = self.gen
-            return
-        batch, gen = self._batch, self.gen
-        self._batch, self._inserts = [], {}
-        await anyio.to_thread.run_sync(self._commit, batch)
-        self.synced = gen
+        # one commit at a time: a second caller (the shutdown's, while the flusher's commit
+        # is still in its thread) must neither share the connection's transaction nor
+        # advance ``synced`` past a batch that is not yet durable
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:
+            if not self._batch:
+                self.synced = self.gen
+                return
+            batch, gen = self._batch, self.gen
+            self._batch, self._inserts = [], {}
+            await anyio.to_thread.run_sync(self._commit, batch)
+            self.synced = gen
 
     def sync_blocking(self) -> None:
         """For shutdown and tests outside an event loop."""
