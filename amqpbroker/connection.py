@@ -148,9 +148,30 @@ class Connection:
             if not data:
                 return
         self.reader.feed(data)
+        channels = self.channels
         for ftype, channel, payload in self.reader.frames():
-            if self.state == CLOSED or self.should_close:
-                return
+            if self.should_close or self.state != OPEN:
+                if self.state == CLOSED or self.should_close:
+                    return
+                self._frame(ftype, channel, payload, now)
+                continue
+            # the hot path: content frames and the per-message methods of an open channel
+            ch = channels.get(channel)
+            if ch is not None and not ch.closing:
+                try:
+                    if ftype == 3:
+                        ch.handle_body(payload)
+                        continue
+                    if ftype == 2:
+                        ch.handle_header(payload)
+                        continue
+                    if ftype == 1 and payload[:2] == b"\x00\x3c" and \
+                            payload[2:4] in framing.HOT_METHODS:
+                        ch.handle_method(framing.decode_method(payload))
+                        continue
+                except errors.SoftError as e:
+                    self._close_channel(ch, e)
+                    continue
             self._frame(ftype, channel, payload, now)
 
     def _bad_header(self) -> None:

@@ -33,6 +33,8 @@ BASIC_PUBLISH = 0x3C0028
 BASIC_ACK = 0x3C0050
 BASIC_REJECT = 0x3C005A
 BASIC_NACK = 0x3C0078
+# method ids (the low 16 bits) of class 60 that the connection's hot path decodes directly
+HOT_METHODS = frozenset((b"\x00\x28", b"\x00\x50", b"\x00\x5a", b"\x00\x78"))
 QUEUE_DECLARE = 0x32000A
 EXCHANGE_DECLARE = 0x28000A
 ACCESS_REQUEST = 0x1E000A
@@ -48,40 +50,41 @@ class FrameReader:
     __slots__ = ("_buf", "_pos", "frame_max")
 
     def __init__(self, frame_max: int = INITIAL_FRAME_MAX):
-        self._buf = bytearray()
-        self._pos = 0
+        self._buf = b""
         self.frame_max = frame_max
 
     def feed(self, data: bytes) -> None:
-        if self._pos:
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
+        # bytes, not a bytearray: a socket read is usually consumed whole, so no copy
+        self._buf = self._buf + data if self._buf else bytes(data)
 
     def frames(self):
         buf = self._buf
         end = len(buf)
+        pos = 0
         unpack = _frame_hdr.unpack_from
-        while end - self._pos >= 7:
-            pos = self._pos
-            ftype, channel, size = unpack(buf, pos)
-            if size > self.frame_max:
-                # RabbitMQ allows frame_max - 8 plus 8 bytes of slack: payload <= frame_max
-                raise errors.FrameError(
-                    f"frame size {size} larger than negotiated maximum {self.frame_max}")
-            if ftype not in (1, 2, 3, 8):
-                raise errors.FrameError(f"unknown frame type {ftype}")
-            stop = pos + 7 + size
-            if end < stop + 1:
-                return
-            if buf[stop] != FRAME_END:
-                raise errors.FrameError(f"bad frame end octet 0x{buf[stop]:02x}")
-            self._pos = stop + 1
-            yield ftype, channel, bytes(buf[pos + 7: stop])
+        try:
+            while end - pos >= 7:
+                ftype, channel, size = unpack(buf, pos)
+                if size > self.frame_max:
+                    # RabbitMQ allows frame_max - 8 plus 8 bytes of slack: payload <= frame_max
+                    raise errors.FrameError(
+                        f"frame size {size} larger than negotiated maximum {self.frame_max}")
+                stop = pos + 7 + size
+                if stop >= end:
+                    break
+                if buf[stop] != FRAME_END:
+                    raise errors.FrameError(f"bad frame end octet 0x{buf[stop]:02x}")
+                if ftype > 3 and ftype != 8:
+                    raise errors.FrameError(f"unknown frame type {ftype}")
+                payload = buf[pos + 7: stop]
+                pos = stop + 1
+                yield ftype, channel, payload
+        finally:
+            self._buf = buf[pos:] if pos else buf
 
     @property
     def buffered(self) -> int:
-        return len(self._buf) - self._pos
+        return len(self._buf)
 
 
 # --------------------------------------------------------------------------- field tables
