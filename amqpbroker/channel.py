@@ -148,10 +148,10 @@ class Channel:
     def _do_publish(self, pub: Publish, msg: Message) -> None:
         vhost = self.vhost
         name = pub.exchange
+        self.check("write", "exchange", name or "amq.default")  # as RabbitMQ: before lookup
         ex = vhost.exchanges.get(name) if name else _DEFAULT_EXCHANGE
         if ex is None:
             raise errors.NotFound(f"no exchange '{name}' in vhost '{vhost.name}'", 60, 40)
-        self.check("write", "exchange", name or "amq.default")
         if ex.internal:
             raise errors.AccessRefused(
                 f"cannot publish to internal exchange '{name}' in vhost '{vhost.name}'", 60, 40)
@@ -473,8 +473,8 @@ class Channel:
             self._consume_reply_to(m)
             return
         name = self._queue_name(m.queue)
+        self.check("read", "queue", name)  # as RabbitMQ: before the lookup
         q = self.vhost.get_queue(name, self.conn)
-        self.check("read", "queue", name)
         tag = m.consumer_tag or _ctag()
         if tag in self.consumers:
             raise errors.NotAllowed(f"attempt to reuse consumer tag '{tag}'", 60, 20)
@@ -505,8 +505,8 @@ class Channel:
 
     def _basic_get(self, m: C.Basic.Get) -> None:
         name = self._queue_name(m.queue)
-        q = self.vhost.get_queue(name, self.conn)
         self.check("read", "queue", name)
+        q = self.vhost.get_queue(name, self.conn)
         now = self.vhost.clock()
         q.touch(now)
         qm = q.take(now)
@@ -587,10 +587,12 @@ class Channel:
                                                consumer_count=0))
             return
         if not m.passive:
-            self.check("configure", "queue", name or "amq.gen")
+            # a server-named queue is checked under a generated amq.gen-... name, as RabbitMQ
+            checked = name or vh.new_queue_name()
+            self.check("configure", "queue", checked)
             dlx = (m.arguments or {}).get("x-dead-letter-exchange")
             if isinstance(dlx, str):  # as RabbitMQ: read on the queue, write on the DLX
-                self.check("read", "queue", name or "amq.gen")
+                self.check("read", "queue", checked)
                 self.check("write", "exchange", dlx or "amq.default")
         q = vh.declare_queue(name, m.passive, m.durable, m.exclusive, m.auto_delete,
                              m.arguments or {}, self.conn, getattr(m, "arg_types", None))
@@ -627,8 +629,8 @@ class Channel:
 
     def _queue_purge(self, m: C.Queue.Purge) -> None:
         name = self._queue_name(m.queue)
-        q = self.vhost.get_queue(name, self.conn)
         self.check("read", "queue", name)
+        q = self.vhost.get_queue(name, self.conn)
         n = q.purge()
         if not m.nowait:
             self.send_method(C.Queue.PurgeOk(message_count=n))
@@ -636,11 +638,11 @@ class Channel:
     def _queue_delete(self, m: C.Queue.Delete) -> None:
         name = self._queue_name(m.queue)
         vh = self.vhost
+        self.check("configure", "queue", name)  # a missing queue too, as RabbitMQ
         q = vh.queues.get(name)
         n = 0
         if q is not None:
             vh.check_exclusive(q, self.conn)
-            self.check("configure", "queue", name)
             if m.if_unused and q.consumers:
                 raise errors.PreconditionFailed(f"queue '{name}' in vhost '{vh.name}' in use")
             if m.if_empty and q.message_count:
