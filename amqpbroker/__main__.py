@@ -1,4 +1,4 @@
-"""``amqpbroker`` / ``python -m amqpbroker``: serve, check-config."""
+"""``amqpbroker`` / ``python -m amqpbroker``: serve, check-config, perf."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +13,10 @@ def _load(path: str | None) -> config_mod.Config:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["perf"]:  # the load tool has its own options (amqpbroker perf --help)
+        from . import perf
+        return perf.main(argv[1:])
     parser = argparse.ArgumentParser(prog="amqpbroker", description=__doc__)
     parser.add_argument("--version", action="version", version=f"amqpbroker {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -27,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--data-dir", help="data directory; overrides storage.path")
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("file")
+    sub.add_parser("perf", help="load test any AMQP 0-9-1 broker (amqpbroker perf --help)")
     args = parser.parse_args(argv)
 
     try:
