@@ -92,6 +92,10 @@ class Server:
         batch, so under load one fsync covers thousands of messages."""
         bell = _Doorbell()
         self.store.on_dirty = bell.ring
+        if self.store.gen != self.store.synced:
+            # written before we listened (definitions applied at start): on_dirty only
+            # fires for the first mutation of an empty batch, so it would never come
+            bell.ring()
         while True:
             await bell.wait()
             try:
