@@ -591,6 +591,12 @@ class Channel:
             checked = name or vh.new_queue_name()
             self.check("configure", "queue", checked)
             dlx = (m.arguments or {}).get("x-dead-letter-exchange")
+            if dlx is not None and not isinstance(dlx, str):  # rabbit_channel's check_dlx
+                type_name = (getattr(m, "arg_types", None) or {}).get(
+                    "x-dead-letter-exchange", type(dlx).__name__)
+                raise errors.PreconditionFailed(
+                    f"invalid type '{type_name}' for arg 'x-dead-letter-exchange' in queue "
+                    f"'{name}' in vhost '{vh.name}'")
             if isinstance(dlx, str):  # as RabbitMQ: read on the queue, write on the DLX
                 self.check("read", "queue", checked)
                 self.check("write", "exchange", dlx or "amq.default")

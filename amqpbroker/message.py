@@ -224,9 +224,13 @@ def sender_selected(props: bytes) -> tuple[tuple, tuple, bytes]:
     kept = []
     for key, value in table_items(raw):
         if key in ("CC", "BCC"):
-            if value[:1] != b"A" or any(e[:1] != b"S" for e in array_items(value)):
-                raise errors.PreconditionFailed("invalid message", 60, 40)
-            keys = tuple(v_decode(e) for e in array_items(value))
+            if value[:1] != b"A":  # as RabbitMQ's rabbit_basic:header_routes
+                type_name = framing.TYPE_NAMES.get(chr(value[0]), "?")
+                raise errors.PreconditionFailed(
+                    f'invalid message: {{unacceptable_type_in_header,"{key}",{type_name}}}',
+                    60, 40)
+            # elements that are not strings are ignored, as RabbitMQ does
+            keys = tuple(v_decode(e) for e in array_items(value) if e[:1] == b"S")
             if key == "CC":
                 cc = keys
                 kept.append((key, value))
@@ -241,9 +245,10 @@ def sender_selected(props: bytes) -> tuple[tuple, tuple, bytes]:
 
 
 def set_headers(props: bytes, changes: dict[str, bytes | None],
-                remove_props: tuple[int, ...] = ()) -> bytes:
+                remove_props: tuple[int, ...] = (), sort_keys: bool = False) -> bytes:
     """Return ``props`` with some headers replaced or added (tagged raw values) or removed
-    (None), and some properties removed, every other byte preserved."""
+    (None), and some properties removed, every other byte preserved.  ``sort_keys``: order
+    the table by key, bytewise, as RabbitMQ re-encodes a dead letter's headers."""
     parts = split_properties(props)
     items = table_items(parts[F_HEADERS]) if F_HEADERS in parts else []
     seen = set()
@@ -258,6 +263,8 @@ def set_headers(props: bytes, changes: dict[str, bytes | None],
     for key, value in changes.items():
         if key not in seen and value is not None:
             out.append((key, value))
+    if sort_keys:
+        out.sort(key=lambda kv: kv[0].encode())
     parts[F_HEADERS] = enc_table(out)
     for flag in remove_props:
         parts.pop(flag, None)

@@ -54,7 +54,15 @@ class QueueArgs:
     delivery_limit: int | None = None
 
     @classmethod
-    def parse(cls, queue: str, vhost: str, args: dict) -> "QueueArgs":
+    def parse(cls, queue: str, vhost: str, args: dict,
+              types: dict | None = None) -> "QueueArgs":
+        """``types``: the arguments' wire type names (as decoded), for RabbitMQ's texts."""
+        types = types or {}
+
+        def type_of(key, v):
+            return types.get(key) or ("bool" if isinstance(v, bool) else
+                                      "longstr" if isinstance(v, str) else type(v).__name__)
+
         def bad(key, why):
             return errors.PreconditionFailed(
                 f"invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {why}")
@@ -64,11 +72,13 @@ class QueueArgs:
             if v is None:
                 return None
             if not isinstance(v, int) or isinstance(v, bool):
-                raise bad(key, f"{{unacceptable_type,{type(v).__name__}}}")
+                raise bad(key, f'"expected integer, got {type_of(key, v)}"')
             if v < minimum:
                 raise bad(key, f"{{value_negative,{v}}}" if v < 0 else f"{{value_zero,{v}}}")
             if maximum is not None and v > maximum:
-                raise bad(key, f"{{value_too_large,{v},{maximum}}}")
+                # RabbitMQ's texts: check_expiry for TTLs, max_value_exceeded for priority
+                raise bad(key, f"{{max_value_exceeded,{v}}}" if key == "x-max-priority"
+                          else f"{{value_too_large,{v}}}")
             return v
 
         def string(key):
@@ -76,7 +86,7 @@ class QueueArgs:
             if v is None:
                 return None
             if not isinstance(v, str):
-                raise bad(key, f"{{unacceptable_type,{type(v).__name__}}}")
+                raise bad(key, f"{{unacceptable_type,{type_of(key, v)}}}")
             return v
 
         qtype = string("x-queue-type") or "classic"
@@ -85,16 +95,17 @@ class QueueArgs:
                 raise errors.PreconditionFailed(
                     f"queue type 'stream' for queue '{queue}' in vhost '{vhost}' is not "
                     "supported by amqpbroker")
-            raise bad("x-queue-type", f"{{unsupported_queue_type,{qtype}}}")
+            raise bad("x-queue-type", f'"unsupported queue type \'{qtype}\'"')
         overflow = string("x-overflow") or "drop-head"
         if overflow not in ("drop-head", "reject-publish", "reject-publish-dlx"):
-            raise bad("x-overflow", f"{{invalid_overflow,{overflow}}}")
+            raise bad("x-overflow", "invalid_overflow")
         dlx, dlrk = string("x-dead-letter-exchange"), string("x-dead-letter-routing-key")
         if dlrk is not None and dlx is None:
             raise bad("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined")
         sac = args.get("x-single-active-consumer", False)
         if not isinstance(sac, bool):
-            raise bad("x-single-active-consumer", f"{{unacceptable_type,{type(sac).__name__}}}")
+            raise bad("x-single-active-consumer",
+                      f"{{unacceptable_type,{type_of('x-single-active-consumer', sac)}}}")
         limit = integer("x-delivery-limit", minimum=-1)
         if limit is None and qtype == "quorum":
             limit = 20  # RabbitMQ 4.x quorum queues' default
@@ -103,7 +114,7 @@ class QueueArgs:
         return cls(
             queue_type=qtype,
             message_ttl=integer("x-message-ttl", 0, 315_360_000_000),
-            expires=integer("x-expires", 1),
+            expires=integer("x-expires", 1, 315_360_000_000),
             max_length=integer("x-max-length"),
             max_length_bytes=integer("x-max-length-bytes"),
             overflow=overflow,
@@ -403,7 +414,9 @@ class Queue:
         while len(ready):
             qm = ready.popleft()
             self._unready(qm)
-            if qm.expires_at is not None and qm.expires_at <= now:
+            # expired strictly before now: a TTL-0 message can still go to a consumer
+            # waiting at the instant it arrives (RabbitMQ: x-message-ttl=0)
+            if qm.expires_at is not None and qm.expires_at < now:
                 self._drop(qm)
                 self.dead_letter(self, qm.msg, "expired")
                 continue

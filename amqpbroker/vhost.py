@@ -271,12 +271,13 @@ class VirtualHost:
             if q is None:
                 raise errors.NotFound(f"no queue '{name}' {self._in()}")
             self.check_exclusive(q, owner)
+            q.touch(now)  # as RabbitMQ's queue stat: a passive declare renews x-expires
             return q
         if q is None:
             if name.startswith("amq."):
                 raise errors.AccessRefused(
                     f"queue name '{name}' contains reserved prefix 'amq.*'")
-            args = QueueArgs.parse(name, self.name, arguments)
+            args = QueueArgs.parse(name, self.name, arguments, arg_types)
             if args.queue_type == "quorum":
                 # accepted as a durable classic queue until replicated queues exist
                 if not name:
@@ -507,9 +508,11 @@ class VirtualHost:
             changes["CC"] = None  # a fixed dead-letter routing key drops CC
             cc = ()
         changes["BCC"] = None
-        props = set_headers(msg.props, changes, remove_props=(F_EXPIRATION,))
+        props = set_headers(msg.props, changes, remove_props=(F_EXPIRATION,), sort_keys=True)
         history = []
         for d in deaths:
+            if d[:1] != b"F":
+                continue  # junk in a client-sent x-death: kept as is, not history
             fields = {k: v_decode(v) for k, v in table_items(d[1:])}
             history.append((fields.get("queue"), fields.get("reason")))
         new = msg.with_props(props, exchange=queue.args.dlx,
