@@ -200,6 +200,9 @@ async def run(config: Config) -> None:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for signum in signals:
                     log.info("received %s, shutting down", signal.Signals(signum).name)
+                    # 320 to every client while the connection tasks still run: once the
+                    # task group is cancelled their writers can no longer send it
+                    await server._shutdown()
                     tg.cancel_scope.cancel()
                     return
         tg.start_soon(on_signals)
