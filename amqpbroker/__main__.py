@@ -12,6 +12,16 @@ def _load(path: str | None) -> config_mod.Config:
     return config_mod.load(path) if path else config_mod.Config()
 
 
+def _check_definitions(path: str, cfg: config_mod.Config) -> None:
+    """check-config applies the definitions as serve does (on an empty broker), so a queue
+    argument RabbitMQ refuses or a binding to nothing fails here too."""
+    from .broker import Broker
+    try:
+        Broker(cfg)
+    except config_mod.ConfigError as e:
+        raise config_mod.ConfigError(f"{path}: {e}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["perf"]:  # the load tool has its own options (amqpbroker perf --help)
@@ -36,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "check-config":
-            config_mod.load(args.file)
+            cfg = config_mod.load(args.file)
+            _check_definitions(args.file, cfg)
             print(f"{args.file}: ok")
             return 0
         cfg = _load(args.config)
@@ -62,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         serve(cfg)
     except KeyboardInterrupt:
         pass
+    except config_mod.ConfigError as e:  # definitions that cannot be applied at start
+        print(f"amqpbroker: {args.config}: {e}" if args.config else f"amqpbroker: {e}",
+              file=sys.stderr)
+        return 2
     return 0
 
 

@@ -7,7 +7,9 @@ dotted key path and what was expected, e.g.
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 
@@ -196,16 +198,35 @@ def _build(cls: type, data: typing.Any, path: str) -> typing.Any:
     return obj
 
 
+def _is_sha256_hash(text: str) -> bool:
+    """RabbitMQ's rabbit_password_hashing_sha256 form: base64(salt4 + sha256 digest)."""
+    try:
+        return len(base64.b64decode(text, validate=True)) == 4 + 32
+    except ValueError:
+        return False
+
+
 def from_dict(data: typing.Any) -> Config:
     if data is None:
         return Config()
     cfg = _build(Config, data, "")
+    for i, u in enumerate(cfg.users):
+        if u.password_hash is not None and not _is_sha256_hash(u.password_hash):
+            raise ConfigError(f"users[{i}].password_hash: expected base64 of a 4-byte salt and "
+                              f"a SHA-256 digest, got {u.password_hash!r}")
     names = {u.name for u in cfg.users}
     for i, p in enumerate(cfg.permissions):
         if p.user not in names:
             raise ConfigError(f"permissions[{i}].user: expected one of the users, got {p.user!r}")
         if p.vhost not in cfg.vhosts:
             raise ConfigError(f"permissions[{i}].vhost: expected one of the vhosts, got {p.vhost!r}")
+        for key in ("configure", "write", "read"):
+            value = getattr(p, key)
+            try:
+                re.compile(value)
+            except re.error as e:
+                raise ConfigError(f"permissions[{i}].{key}: expected a regular expression, "
+                                  f"got {value!r} ({e})") from None
     d = cfg.definitions
     for kind, items in (("exchanges", d.exchanges), ("queues", d.queues),
                         ("bindings", d.bindings)):
