@@ -91,7 +91,104 @@ MISTAKES = [
      "permissions[0].user: expected one of the users, got 'bob'"),
     ("permissions:\n  - user: guest\n    vhost: /nope\n",
      "permissions[0].vhost: expected one of the vhosts, got '/nope'"),
+    ("permissions:\n  - user: guest\n    write: '(a'\n",
+     "permissions[0].write: expected a regular expression, got '(a' "
+     "(missing ), unterminated subpattern at position 0)"),
+    ("users:\n  - name: a\n    password_hash: 'not base64!'\n",
+     "users[0].password_hash: expected base64 of a 4-byte salt and a SHA-256 digest, "
+     "got 'not base64!'"),
+    ("users:\n  - name: a\n    password_hash: 'c2hvcnQ='\n",
+     "users[0].password_hash: expected base64 of a 4-byte salt and a SHA-256 digest, "
+     "got 'c2hvcnQ='"),
+    ("storage:\n  path: 5\n", "storage.path: expected a string, got 5"),
+    ("storage:\n  engine: sqlite\n", "storage.engine: unknown key (expected one of backend, path)"),
+    # definitions
+    ("definitions:\n  queues:\n    - durable: true\n",
+     "definitions.queues[0].name: required key is missing"),
+    ("definitions:\n  queues:\n    - name: q\n      durable: maybe\n",
+     "definitions.queues[0].durable: expected a boolean, got 'maybe'"),
+    ("definitions:\n  queues:\n    - name: q\n      arguments: [1]\n",
+     "definitions.queues[0].arguments: expected a mapping with string keys, got [1]"),
+    ("definitions:\n  exchanges:\n    - name: x\n      type: fan\n",
+     "definitions.exchanges[0].type: expected one of direct, fanout, topic, headers, "
+     "got 'fan'"),
+    ("definitions:\n  exchanges:\n    - name: x\n      vhost: dev\n",
+     "definitions.exchanges[0].vhost: expected one of the vhosts, got 'dev'"),
+    ("definitions:\n  bindings:\n    - source: x\n      destination: q\n"
+     "      destination_type: topic\n",
+     "definitions.bindings[0].destination_type: expected one of queue, exchange, got 'topic'"),
+    ("definitions:\n  bindings:\n    - destination: q\n",
+     "definitions.bindings[0].source: required key is missing"),
+    ("definitions:\n  policies: []\n",
+     "definitions.policies: unknown key (expected one of exchanges, queues, bindings)"),
 ]
+
+# definitions that parse but cannot be applied: serve stops, check-config says the same
+UNAPPLICABLE = [
+    ("definitions:\n  queues:\n    - name: q\n      arguments: {x-max-priority: 1000}\n",
+     "definitions.queues[0]: PRECONDITION_FAILED - invalid arg 'x-max-priority' for queue "
+     "'q' in vhost '/': {max_value_exceeded,1000}"),
+    ("definitions:\n  bindings:\n    - source: amq.direct\n      destination: missing\n",
+     "definitions.bindings[0]: NOT_FOUND - no queue 'missing' in vhost '/'"),
+    ("definitions:\n  bindings:\n    - source: nope\n      destination: amq.topic\n"
+     "      destination_type: exchange\n",
+     "definitions.bindings[0]: NOT_FOUND - no exchange 'nope' in vhost '/'"),
+    ("definitions:\n  exchanges:\n    - name: amq.mine\n",
+     "definitions.exchanges[0]: ACCESS_REFUSED - exchange name 'amq.mine' contains reserved "
+     "prefix 'amq.*'"),
+    ("definitions:\n  exchanges:\n    - name: x\n    - name: x\n      type: topic\n",
+     "definitions.exchanges[1]: PRECONDITION_FAILED - inequivalent arg 'type' for exchange "
+     "'x' in vhost '/': received 'topic' but current is 'direct'"),
+]
+
+
+@pytest.mark.parametrize("text, message", UNAPPLICABLE, ids=[m[1][:50] for m in UNAPPLICABLE])
+def test_unapplicable_definitions_check_config(tmp_path, capsys, text, message):
+    f = tmp_path / "defs.yaml"
+    f.write_text(text)
+    assert cli.main(["check-config", str(f)]) == 2
+    assert capsys.readouterr().err.strip() == f"amqpbroker: {f}: {message}"
+
+
+def test_unapplicable_definitions_stop_serve(tmp_path):
+    text, message = UNAPPLICABLE[0]
+    f = tmp_path / "defs.yaml"
+    f.write_text(text)
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    res = subprocess.run([sys.executable, "-m", "amqpbroker", "serve", "--port", "0",
+                          "--config", str(f), "--data-dir", str(tmp_path / "data")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1] == f"amqpbroker: {f}: {message}"
+    assert "Traceback" not in res.stderr
+
+
+def test_definitions_load(tmp_path):
+    f = tmp_path / "d.yaml"
+    f.write_text("vhosts: ['/', dev]\n"
+                 "definitions:\n"
+                 "  exchanges:\n    - {name: orders, type: topic, vhost: dev, "
+                 "arguments: {alternate-exchange: ae}}\n"
+                 "  queues:\n    - {name: q, durable: false, arguments: {x-message-ttl: 5}}\n"
+                 "  bindings:\n    - {source: orders, destination: q, routing_key: 'a.#', "
+                 "vhost: dev}\n")
+    d = config.load(str(f)).definitions
+    assert d.exchanges == (config.ExchangeDefinition("orders", "topic", "dev",
+                                                     arguments={"alternate-exchange": "ae"}),)
+    assert d.queues == (config.QueueDefinition("q", durable=False,
+                                               arguments={"x-message-ttl": 5}),)
+    assert d.bindings == (config.BindingDefinition("orders", "q", routing_key="a.#",
+                                                   vhost="dev"),)
+
+
+def test_password_hash_from_rabbitmq_accepted(tmp_path):
+    """A hash as RabbitMQ 3.10's `rabbitmqctl export_definitions` wrote it for guest."""
+    from amqpbroker.broker import check_password
+    h = "B+Ufr9e4XXV6/U3Dd6RHogPzeTiDwc0o+TJm/euCC3pfJ4cR"
+    f = tmp_path / "h.yaml"
+    f.write_text(f"users:\n  - name: guest\n    password_hash: '{h}'\n")
+    user = config.load(str(f)).users[0]
+    assert check_password(user, "guest") and not check_password(user, "Guest")
 
 
 @pytest.mark.parametrize("text, message", MISTAKES, ids=[m[1][:40] for m in MISTAKES])
