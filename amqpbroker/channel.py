@@ -15,6 +15,9 @@ from .queues import Consumer, Queue
 from .vhost import _DEFAULT_EXCHANGE, REPLY_TO
 
 
+REPLY_TO_PREFIX = REPLY_TO + "."
+
+
 def _ctag() -> str:
     return "amq.ctag-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
 
@@ -26,6 +29,8 @@ class Channel:
         self.closing = False          # sent Channel.Close, waiting for CloseOk
         self.vhost = conn.vhost
         self.consumers: dict[str, Consumer] = {}
+        self._tag_ss: dict[str, bytes] = {}   # consumer tags, encoded once for deliveries
+        self._targets: dict[str, object] = {}  # exchange name -> exchange, checks passed
         self.unacked: OrderedDict[int, tuple] = OrderedDict()  # tag -> (qm, queue, consumer)
         self.next_tag = 1
         self.prefetch_count = 0       # for consumers (global=false)
@@ -44,6 +49,7 @@ class Channel:
         # content assembly: IDLE (None) -> header -> bodies
         self._publish: Publish | None = None
         self._props: bytes | None = None
+        self._header = b""            # the content header payload as received
         self._size = 0
         self._parts: list[bytes] = []
         self._received = 0
@@ -116,12 +122,21 @@ class Channel:
             raise errors.PreconditionFailed(
                 f"message size {size} is larger than configured max size {limit}", 60, 40)
         self._props, self._size = props, size
+        self._header = payload
         if size == 0:
             self._complete(b"")
 
     def handle_body(self, payload: bytes) -> None:
         if self._props is None:
             raise errors.UnexpectedFrame("expected method frame, got content body frame")
+        if len(payload) == self._size and not self._parts:  # the usual single body frame
+            pub, props = self._publish, self._props
+            self._publish = self._props = None
+            msg = Message(pub.exchange, pub.routing_key, props, payload)
+            if pub.route_ss:  # what every Basic.Deliver of it repeats, as received
+                msg._wire = (pub.route_ss, self._header + b"\xce")
+            self._do_publish(pub, msg)
+            return
         self._received += len(payload)
         if self._received > self._size:
             raise errors.FrameError(
@@ -145,23 +160,37 @@ class Channel:
 
     # ------------------------------------------------------------------ publish
 
-    def _do_publish(self, pub: Publish, msg: Message) -> None:
+    def _publish_target(self, name: str):
+        """The exchange a publish goes to, after the checks RabbitMQ makes: write
+        permission (before the lookup), existence, not internal.  Cached per channel
+        (permissions do not change during a connection; a deleted exchange is a miss)."""
         vhost = self.vhost
-        name = pub.exchange
-        self.check("write", "exchange", name or "amq.default")  # as RabbitMQ: before lookup
+        self.check("write", "exchange", name or "amq.default")
         ex = vhost.exchanges.get(name) if name else _DEFAULT_EXCHANGE
         if ex is None:
             raise errors.NotFound(f"no exchange '{name}' in vhost '{vhost.name}'", 60, 40)
         if ex.internal:
             raise errors.AccessRefused(
                 f"cannot publish to internal exchange '{name}' in vhost '{vhost.name}'", 60, 40)
+        if len(self._targets) > 1000:
+            self._targets.clear()
+        self._targets[name] = ex
+        return ex
+
+    def _do_publish(self, pub: Publish, msg: Message) -> None:
+        ex = self._targets.get(pub.exchange)
+        if ex is None or ex.deleted:
+            ex = self._publish_target(pub.exchange)
         flags = msg.flags
-        if flags & 0x0100:
-            msg.expiration_ms()  # validates: 406 for a bad expiration, at once
-        if flags & F_HEADERS:
-            msg.cc, msg.bcc, msg.props = sender_selected(msg.props)
-        if flags & F_REPLY_TO and msg.properties.reply_to == REPLY_TO:
-            msg = self._rewrite_reply_to(msg)
+        if flags & 0x2300:  # headers, reply-to or expiration: the properties matter
+            if flags & 0x0100:
+                msg.expiration_ms()  # validates: 406 for a bad expiration, at once
+            if flags & F_HEADERS:
+                msg.cc, msg.bcc, props = sender_selected(msg.props)
+                if props is not msg.props:  # BCC removed
+                    msg.props, msg._wire = props, None
+            if flags & F_REPLY_TO and msg.properties.reply_to == REPLY_TO:
+                msg = self._rewrite_reply_to(msg)
         if self.tx is not None:
             self.tx.append((pub, ex, msg))
             return
@@ -170,7 +199,7 @@ class Channel:
     def _route(self, pub: Publish, ex, msg: Message) -> None:
         store = self.vhost.store
         written = store.gen
-        if not ex.name and msg.routing_key.startswith(REPLY_TO + "."):
+        if ex is _DEFAULT_EXCHANGE and msg.routing_key.startswith(REPLY_TO_PREFIX):
             routed, rejected = self._reply(msg), False
         else:
             queues, rejected = self.vhost.publish(ex, msg)
@@ -338,9 +367,18 @@ class Channel:
             self.unacked[tag] = (qm, queue, consumer)
             consumer.unacked += 1
         msg = qm.msg
-        self.conn.send(framing.deliver(self.number, consumer.tag, tag, qm.redelivered,
-                                       msg.exchange, msg.routing_key, _props(queue, qm),
-                                       msg.body, self.conn.frame_max))
+        if qm.returns and queue.args.delivery_limit is not None:
+            self.conn.send(framing.deliver(self.number, consumer.tag, tag, qm.redelivered,
+                                           msg.exchange, msg.routing_key, _props(queue, qm),
+                                           msg.body, self.conn.frame_max))
+            return
+        route_ss, header = msg._wire or msg.wire()
+        tag_ss = self._tag_ss.get(consumer.tag)
+        if tag_ss is None:
+            tag_ss = self._tag_ss[consumer.tag] = shortstr(consumer.tag)
+        self.conn.send(framing.deliver_encoded(self.number, tag_ss, tag,
+                                               qm.redelivered, route_ss, header, msg.body,
+                                               self.conn.frame_max))
 
     def _settle(self, m: Settle) -> None:
         tag = m.delivery_tag

@@ -149,30 +149,29 @@ class Connection:
                 return
         self.reader.feed(data)
         channels = self.channels
+        hot = framing.HOT_METHODS
         for ftype, channel, payload in self.reader.frames():
-            if self.should_close or self.state != OPEN:
+            if self.state != OPEN or self.should_close:
                 if self.state == CLOSED or self.should_close:
                     return
                 self._frame(ftype, channel, payload, now)
                 continue
             # the hot path: content frames and the per-message methods of an open channel
             ch = channels.get(channel)
-            if ch is not None and not ch.closing:
-                try:
-                    if ftype == 3:
-                        ch.handle_body(payload)
-                        continue
-                    if ftype == 2:
-                        ch.handle_header(payload)
-                        continue
-                    if ftype == 1 and payload[:2] == b"\x00\x3c" and \
-                            payload[2:4] in framing.HOT_METHODS:
-                        ch.handle_method(framing.decode_method(payload))
-                        continue
-                except errors.SoftError as e:
-                    self._close_channel(ch, e)
-                    continue
-            self._frame(ftype, channel, payload, now)
+            if ch is None or ch.closing:
+                self._frame(ftype, channel, payload, now)
+                continue
+            try:
+                if ftype == 3:
+                    ch.handle_body(payload)
+                elif ftype == 2:
+                    ch.handle_header(payload)
+                elif ftype == 1 and payload[2:4] in hot and payload[:2] == b"\x00\x3c":
+                    ch.handle_method(framing.decode_method(payload))
+                else:
+                    self._frame(ftype, channel, payload, now)
+            except errors.SoftError as e:
+                self._close_channel(ch, e)
 
     def _bad_header(self) -> None:
         # write our preferred header and close (AMQP 0-9-1 section 4.2.2)

@@ -154,15 +154,23 @@ def table_types(raw: bytes, offset: int) -> dict[str, str]:
 class Publish:
     """Basic.Publish, decoded by the hot-path codec (attribute names as pamqp's)."""
 
-    __slots__ = ("exchange", "routing_key", "mandatory", "immediate")
+    __slots__ = ("exchange", "routing_key", "mandatory", "immediate", "route_ss")
     name = "Basic.Publish"
     index = BASIC_PUBLISH
 
-    def __init__(self, exchange: str, routing_key: str, mandatory: bool, immediate: bool):
+    def __init__(self, exchange: str, routing_key: str, mandatory: bool, immediate: bool,
+                 route_ss: bytes = b""):
         self.exchange = exchange
         self.routing_key = routing_key
         self.mandatory = mandatory
         self.immediate = immediate
+        # the exchange and routing-key shortstrs as received: Basic.Deliver carries the
+        # same two fields, so they are copied, not encoded again
+        self.route_ss = route_ss
+
+
+# Publishers repeat the same few Basic.Publish frames: decode each once (they are immutable)
+_publish_cache: dict[bytes, Publish] = {}
 
 
 class Settle:
@@ -204,6 +212,9 @@ def decode_method(payload: bytes):
     index = _u32.unpack_from(payload)[0]
     try:
         if index == BASIC_PUBLISH:
+            pub = _publish_cache.get(payload)
+            if pub is not None:
+                return pub
             pos = 6  # skip the reserved ticket
             n = payload[pos]
             exchange = payload[pos + 1: pos + 1 + n].decode()
@@ -212,7 +223,12 @@ def decode_method(payload: bytes):
             routing_key = payload[pos + 1: pos + 1 + n].decode()
             pos += 1 + n
             bits = payload[pos]
-            return Publish(exchange, routing_key, bool(bits & 1), bool(bits & 2))
+            pub = Publish(exchange, routing_key, bool(bits & 1), bool(bits & 2),
+                          payload[6:pos])
+            if len(_publish_cache) >= 4096:
+                _publish_cache.clear()
+            _publish_cache[payload] = pub
+            return pub
         if index == BASIC_ACK or index == BASIC_NACK:
             tag = _u64.unpack_from(payload, 4)[0]
             bits = payload[12]
@@ -332,10 +348,37 @@ _tag_bit = struct.Struct(">QB")
 def deliver(channel: int, consumer_tag: str, delivery_tag: int, redelivered: bool,
             exchange: str, routing_key: str, props: bytes, body: bytes,
             frame_max: int) -> bytes:
-    payload = b"".join((_deliver_prefix, _shortstr(consumer_tag),
-                        _tag_bit.pack(delivery_tag, redelivered), _shortstr(exchange),
-                        _shortstr(routing_key)))
-    return _content(channel, payload, props, body, frame_max)
+    return deliver_encoded(channel, _shortstr(consumer_tag), delivery_tag, redelivered,
+                           _shortstr(exchange) + _shortstr(routing_key),
+                           content_header_payload(props, len(body)), body, frame_max)
+
+
+def content_header_payload(props: bytes, body_size: int) -> bytes:
+    """A content header frame's payload and end octet (the frame header goes in front)."""
+    return _hdr_prefix.pack(60, 0, body_size) + props + b"\xce"
+
+
+_deliver_tail = struct.Struct(">QB")
+
+
+def deliver_encoded(channel: int, tag_ss: bytes, delivery_tag: int, redelivered: bool,
+                    route_ss: bytes, header: bytes, body: bytes, frame_max: int) -> bytes:
+    """Basic.Deliver + content from pre-encoded parts (the hot path): the consumer tag and
+    exchange/routing-key shortstrs, and ``content_header_payload``."""
+    n = len(body)
+    parts = [_frame_hdr.pack(FRAME_METHOD, channel, 13 + len(tag_ss) + len(route_ss)),
+             _deliver_prefix, tag_ss, _deliver_tail.pack(delivery_tag, redelivered),
+             route_ss, b"\xce", _frame_hdr.pack(FRAME_HEADER, channel, len(header) - 1),
+             header]
+    chunk = frame_max - 8
+    if n <= chunk:
+        if n:
+            parts += (_frame_hdr.pack(FRAME_BODY, channel, n), body, b"\xce")
+    else:
+        for i in range(0, n, chunk):
+            piece = body[i: i + chunk]
+            parts += (_frame_hdr.pack(FRAME_BODY, channel, len(piece)), piece, b"\xce")
+    return b"".join(parts)
 
 
 def get_ok(channel: int, delivery_tag: int, redelivered: bool, exchange: str,

@@ -128,7 +128,8 @@ def shortstr(s: str) -> bytes:
 
 
 class Message:
-    __slots__ = ("exchange", "routing_key", "props", "body", "cc", "bcc", "_properties")
+    __slots__ = ("exchange", "routing_key", "props", "body", "cc", "bcc", "flags",
+                 "_properties", "_wire")
 
     def __init__(self, exchange: str, routing_key: str, props: bytes, body: bytes,
                  cc: tuple = (), bcc: tuple = ()):
@@ -138,12 +139,19 @@ class Message:
         self.body = body
         self.cc = cc                # sender-selected extra routing keys (CC header)
         self.bcc = bcc              # BCC keys: routed with, removed from the content
+        self.flags = (props[0] << 8) | props[1] if len(props) >= 2 else 0
         self._properties = None
+        self._wire = None           # cached encodings for delivery (see wire())
 
-    @property
-    def flags(self) -> int:
-        p = self.props
-        return (p[0] << 8) | p[1] if len(p) >= 2 else 0
+    def wire(self) -> tuple[bytes, bytes]:
+        """(exchange + routing-key shortstrs, content header payload + frame end): the parts
+        of every Basic.Deliver of this message that do not depend on the delivery, encoded
+        once however many times (fanout, redelivery) it is delivered."""
+        w = self._wire
+        if w is None:
+            w = self._wire = (shortstr(self.exchange) + shortstr(self.routing_key),
+                              framing.content_header_payload(self.props, len(self.body)))
+        return w
 
     @property
     def properties(self):

@@ -569,6 +569,7 @@ class _DefaultExchange:
     type = "direct"
     internal = False
     alternate_exchange = None
+    deleted = False
 
 
 _DEFAULT_EXCHANGE = _DefaultExchange()
