@@ -560,3 +560,30 @@ def test_broker_restore_round_trip(tmp_path):
     s3 = SQLiteStore(str(tmp_path))
     assert bodies(s3.recover(), "/", "dq") == [b"p2", b"p3"]
     s3.close()
+
+
+def test_failed_commit_is_retried_and_never_counted_as_synced(tmp_path):
+    """A commit that fails (disk full, say) must not let ``synced`` pass its batch: the
+    next sync commits it first, so no confirm goes out for a message never written."""
+    store = SQLiteStore(str(tmp_path))
+    store.append("/", "q", 1, Message("", "q", b"\x00\x00", b"one"), None)
+    real = store._commit
+    calls = []
+
+    def failing(batch):
+        calls.append(len(batch))
+        raise sqlite3.OperationalError("database or disk is full")
+
+    store._commit = failing
+    with pytest.raises(sqlite3.OperationalError):
+        anyio.run(store.sync)
+    assert store.synced < store.gen
+    store._commit = real
+    store.append("/", "q", 2, Message("", "q", b"\x00\x00", b"two"), None)
+    anyio.run(store.sync)
+    assert store.synced == store.gen
+    store.close()
+    again = SQLiteStore(str(tmp_path))
+    got = [sm.message.body for sm in again.recover().messages[("/", "q")]]
+    assert got == [b"one", b"two"]
+    again.close()

@@ -73,6 +73,7 @@ class SQLiteStore:
         self.db.executescript(SCHEMA)
         self._batch: list = []
         self._inserts: dict[tuple, int] = {}  # pending message inserts: key -> batch index
+        self._failed: list = []  # a batch whose commit failed, to be retried
         self.gen = 0
         self.synced = 0
         self.on_dirty = None
@@ -136,19 +137,32 @@ class SQLiteStore:
         if self._lock is None:
             self._lock = anyio.Lock()
         async with self._lock:
-            if not self._batch:
+            if not self._batch and not self._failed:
                 self.synced = self.gen
                 return
-            batch, gen = self._batch, self.gen
-            self._batch, self._inserts = [], {}
-            await anyio.to_thread.run_sync(self._commit, batch)
+            batch, gen = self._take_batch()
+            try:
+                await anyio.to_thread.run_sync(self._commit, batch)
+            except BaseException:
+                self._failed = batch  # retried first by the next sync; synced stays put
+                raise
             self.synced = gen
+
+    def _take_batch(self) -> tuple[list, int]:
+        # a batch whose commit failed (disk full, say) goes first: nothing it holds may be
+        # confirmed before it is durable, and later operations must apply after it
+        batch = self._failed + self._batch if self._failed else self._batch
+        self._failed, self._batch, self._inserts = [], [], {}
+        return batch, self.gen
 
     def sync_blocking(self) -> None:
         """For shutdown and tests outside an event loop."""
-        batch, gen = self._batch, self.gen
-        self._batch, self._inserts = [], {}
-        self._commit(batch)
+        batch, gen = self._take_batch()
+        try:
+            self._commit(batch)
+        except BaseException:
+            self._failed = batch
+            raise
         self.synced = gen
 
     def _commit(self, batch: list) -> None:
@@ -196,6 +210,6 @@ class SQLiteStore:
         return r
 
     def close(self) -> None:
-        if self._batch:
+        if self._batch or self._failed:
             self.sync_blocking()
         self.db.close()
