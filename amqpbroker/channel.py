@@ -29,7 +29,6 @@ class Channel:
         self.closing = False          # sent Channel.Close, waiting for CloseOk
         self.vhost = conn.vhost
         self.consumers: dict[str, Consumer] = {}
-        self._tag_ss: dict[str, bytes] = {}   # consumer tags, encoded once for deliveries
         self._targets: dict[str, object] = {}  # exchange name -> exchange, checks passed
         self.unacked: OrderedDict[int, tuple] = OrderedDict()  # tag -> (qm, queue, consumer)
         self.next_tag = 1
@@ -373,10 +372,7 @@ class Channel:
                                            msg.body, self.conn.frame_max))
             return
         route_ss, header = msg._wire or msg.wire()
-        tag_ss = self._tag_ss.get(consumer.tag)
-        if tag_ss is None:
-            tag_ss = self._tag_ss[consumer.tag] = shortstr(consumer.tag)
-        self.conn.send(framing.deliver_encoded(self.number, tag_ss, tag,
+        self.conn.send(framing.deliver_encoded(self.number, consumer.tag_ss, tag,
                                                qm.redelivered, route_ss, header, msg.body,
                                                self.conn.frame_max))
 

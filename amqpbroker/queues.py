@@ -126,45 +126,22 @@ class QueueArgs:
         )
 
 
-class _Ready:
-    """Ready messages in seq order (FIFO); a requeued message goes back to its place."""
-
-    def __init__(self):
-        self.d: deque[QueuedMessage] = deque()
-
-    def __len__(self) -> int:
-        return len(self.d)
-
-    def __iter__(self):
-        return iter(self.d)
-
-    def __getitem__(self, i: int) -> QueuedMessage:
-        return self.d[i]
-
-    def append(self, qm: QueuedMessage) -> None:
-        self.d.append(qm)
-
-    def popleft(self) -> QueuedMessage:
-        return self.d.popleft()
+class _Ready(deque):
+    """Ready messages in seq order (FIFO); a requeued message goes back to its place.
+    A deque itself, so that len(), append() and popleft() stay C calls on the hot path."""
 
     def head(self) -> QueuedMessage | None:
-        return self.d[0] if self.d else None
+        return self[0] if self else None
 
     def heads(self):
-        return (self.d[0],) if self.d else ()
+        return (self[0],) if self else ()
 
     def requeue(self, qm: QueuedMessage) -> None:
-        _insort(self.d, qm)
+        _insort(self, qm)
 
-    def remove(self, qm: QueuedMessage) -> None:
-        if self.d and self.d[0] is qm:
-            self.d.popleft()
-        else:
-            self.d.remove(qm)
-
-    def clear(self) -> list[QueuedMessage]:
-        items = list(self.d)
-        self.d.clear()
+    def drain(self) -> list[QueuedMessage]:
+        items = list(self)
+        self.clear()
         return items
 
 
@@ -218,12 +195,15 @@ class _PriorityReady:
             level.remove(qm)
         self.n -= 1
 
-    def clear(self) -> list[QueuedMessage]:
+    def drain(self) -> list[QueuedMessage]:
         items = list(self)
+        self.clear()
+        return items
+
+    def clear(self) -> None:
         for level in self.levels:
             level.clear()
         self.n = 0
-        return items
 
 
 def _insort(d: deque, qm: QueuedMessage) -> None:
@@ -244,7 +224,7 @@ def _insort(d: deque, qm: QueuedMessage) -> None:
 
 class Consumer:
     __slots__ = ("tag", "channel", "queue", "no_ack", "exclusive", "priority", "prefetch",
-                 "unacked", "arguments")
+                 "unacked", "arguments", "tag_ss")
 
     def __init__(self, tag: str, channel, queue: "Queue", no_ack: bool, exclusive: bool,
                  priority: int, prefetch: int, arguments: dict):
@@ -257,6 +237,8 @@ class Consumer:
         self.prefetch = prefetch  # 0 = unlimited
         self.unacked = 0
         self.arguments = arguments
+        b = tag.encode()
+        self.tag_ss = bytes((len(b),)) + b  # encoded once for every Basic.Deliver
 
     def has_capacity(self) -> bool:
         return (self.no_ack or not self.prefetch or self.unacked < self.prefetch) and \
@@ -287,6 +269,13 @@ class Queue:
         a = self.args
         self.ready = _PriorityReady(a.max_priority) if a.max_priority is not None \
             else _Ready()
+        # what the hot paths may skip, decided once
+        limited = a.max_length is not None or a.max_length_bytes is not None
+        self._rejects = limited and a.overflow != "drop-head"   # check before enqueueing
+        self.needs_after_publish = limited and a.overflow == "drop-head" or \
+            a.message_ttl is not None  # (per-message TTLs set _expiry, checked as well)
+        self._plain = a.message_ttl is None and a.max_priority is None
+        self._single: Consumer | None = None   # the only consumer (or the active one)
         self.ready_bytes = 0
         self.unacked_count = 0
         self.consumers: list[Consumer] = []
@@ -305,7 +294,7 @@ class Queue:
     def offer(self, msg: Message, now: float) -> bool:
         """Enqueue a published message; False if refused (``reject-publish`` overflow)."""
         a = self.args
-        if a.overflow != "drop-head" and (
+        if self._rejects and (
                 (a.max_length is not None and len(self.ready) >= a.max_length) or
                 (a.max_length_bytes is not None and
                  self.ready_bytes + len(msg.body) > a.max_length_bytes)):
@@ -317,6 +306,15 @@ class Queue:
 
     def enqueue(self, msg: Message, now: float = 0.0) -> QueuedMessage:
         """Enqueue without the overflow check (offer's second half; tests, recovery)."""
+        if self._plain and not msg.flags & 0x0100:  # no TTL, no priority: the hot path
+            self._next_seq += 1
+            qm = QueuedMessage(self._next_seq, msg, None, 0)
+            self.ready.append(qm)
+            self.ready_bytes += len(msg.body)
+            if self.store is not None and msg.persistent:
+                self.store.append(self.vhost, self.name, qm.seq, msg, None)
+                qm.persisted = True
+            return qm
         a = self.args
         ttl = a.message_ttl
         if msg.flags & 0x0100:  # per-message expiration: the smaller TTL wins
@@ -460,7 +458,7 @@ class Queue:
             self.schedule(self, now + self.args.expires / 1000)
 
     def purge(self) -> int:
-        items = self.ready.clear()
+        items = self.ready.drain()
         for qm in items:
             self._drop(qm)
         self.ready_bytes = 0
@@ -498,10 +496,12 @@ class Queue:
             by_prio.setdefault(c.priority, []).append(c)
         self._groups = [by_prio[p] for p in sorted(by_prio, reverse=True)]
         self._rr = {}
+        cs = self.consumers
+        self._single = cs[0] if cs and (len(cs) == 1 or self.args.single_active) else None
 
     def _next_consumer(self) -> Consumer | None:
-        if self.args.single_active:
-            c = self.consumers[0]
+        c = self._single
+        if c is not None:  # one consumer, or single-active-consumer
             return c if c.has_capacity() else None
         # highest-priority consumers with capacity, round-robin; lower ones only while all
         # higher ones are blocked
@@ -516,7 +516,8 @@ class Queue:
         return None
 
     def dispatch(self, now: float) -> None:
-        while len(self.ready) and self._groups:
+        ready = self.ready
+        while ready and self._groups:
             c = self._next_consumer()
             if c is None:
                 return

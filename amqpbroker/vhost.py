@@ -432,11 +432,25 @@ class VirtualHost:
     def publish(self, exchange: Exchange, msg: Message) -> tuple[list[Queue], bool]:
         """Route and enqueue.  Returns the queues routed to and whether any refused the
         message (``reject-publish`` overflow: the publisher gets a nack)."""
-        queues = self.route(exchange, msg)
+        if exchange is _DEFAULT_EXCHANGE and not msg.cc and not msg.bcc:  # the hot path
+            q = self.queues.get(msg.routing_key)
+            if q is None:
+                return [], False
+            queues = [q]
+        else:
+            queues = self.route(exchange, msg)
         return queues, self._deliver(queues, msg)
 
     def _deliver(self, queues: list[Queue], msg: Message) -> bool:
         now = self.clock()
+        if len(queues) == 1:  # the usual case, without the bookkeeping
+            q = queues[0]
+            if not q.offer(msg, now):
+                return True
+            q.dispatch(now)
+            if q.needs_after_publish or q._expiry:
+                q.after_publish(now)
+            return False
         rejected = False
         accepted = []
         for q in queues:
