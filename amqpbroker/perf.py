@@ -287,6 +287,9 @@ async def _producer(pid: int, args, stats: Stats, stop: asyncio.Event, exchange:
         deadline = time.monotonic() + 30
         while outstanding > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+    # a synchronous method answered after every publish before it was routed: only then
+    # is it safe to close (a broker may drop what a closing connection still had buffered)
+    await cl.call(1, C.Basic.Qos(prefetch_count=0), "Basic.QosOk")
     await cl.close()
     return seq
 
