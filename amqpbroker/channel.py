@@ -133,7 +133,7 @@ class Channel:
             self._publish = self._props = None
             msg = Message(pub.exchange, pub.routing_key, props, payload)
             if pub.route_ss:  # what every Basic.Deliver of it repeats, as received
-                msg._wire = (pub.route_ss, self._header + b"\xce")
+                msg.route_ss, msg.header = pub.route_ss, self._header
             self._do_publish(pub, msg)
             return
         self._received += len(payload)
@@ -187,7 +187,7 @@ class Channel:
             if flags & F_HEADERS:
                 msg.cc, msg.bcc, props = sender_selected(msg.props)
                 if props is not msg.props:  # BCC removed
-                    msg.props, msg._wire = props, None
+                    msg.props, msg.header = props, None
             if flags & F_REPLY_TO and msg.properties.reply_to == REPLY_TO:
                 msg = self._rewrite_reply_to(msg)
         if self.tx is not None:
@@ -371,7 +371,7 @@ class Channel:
                                            msg.exchange, msg.routing_key, _props(queue, qm),
                                            msg.body, self.conn.frame_max))
             return
-        route_ss, header = msg._wire or msg.wire()
+        route_ss, header = msg.wire() if msg.header is None else (msg.route_ss, msg.header)
         self.conn.send(framing.deliver_encoded(self.number, consumer.tag_ss, tag,
                                                qm.redelivered, route_ss, header, msg.body,
                                                self.conn.frame_max))

@@ -354,8 +354,8 @@ def deliver(channel: int, consumer_tag: str, delivery_tag: int, redelivered: boo
 
 
 def content_header_payload(props: bytes, body_size: int) -> bytes:
-    """A content header frame's payload and end octet (the frame header goes in front)."""
-    return _hdr_prefix.pack(60, 0, body_size) + props + b"\xce"
+    """A content header frame's payload (class, weight, body size, properties)."""
+    return _hdr_prefix.pack(60, 0, body_size) + props
 
 
 _deliver_tail = struct.Struct(">QB")
@@ -368,8 +368,8 @@ def deliver_encoded(channel: int, tag_ss: bytes, delivery_tag: int, redelivered:
     n = len(body)
     parts = [_frame_hdr.pack(FRAME_METHOD, channel, 13 + len(tag_ss) + len(route_ss)),
              _deliver_prefix, tag_ss, _deliver_tail.pack(delivery_tag, redelivered),
-             route_ss, b"\xce", _frame_hdr.pack(FRAME_HEADER, channel, len(header) - 1),
-             header]
+             route_ss, b"\xce", _frame_hdr.pack(FRAME_HEADER, channel, len(header)),
+             header, b"\xce"]
     chunk = frame_max - 8
     if n <= chunk:
         if n:

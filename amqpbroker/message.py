@@ -129,7 +129,7 @@ def shortstr(s: str) -> bytes:
 
 class Message:
     __slots__ = ("exchange", "routing_key", "props", "body", "cc", "bcc", "flags",
-                 "_properties", "_wire")
+                 "_properties", "route_ss", "header")
 
     def __init__(self, exchange: str, routing_key: str, props: bytes, body: bytes,
                  cc: tuple = (), bcc: tuple = ()):
@@ -141,17 +141,19 @@ class Message:
         self.bcc = bcc              # BCC keys: routed with, removed from the content
         self.flags = (props[0] << 8) | props[1] if len(props) >= 2 else 0
         self._properties = None
-        self._wire = None           # cached encodings for delivery (see wire())
+        # what every Basic.Deliver of this message repeats, encoded once (see wire()):
+        # the exchange + routing-key shortstrs and the content header payload
+        self.route_ss: bytes | None = None
+        self.header: bytes | None = None
 
     def wire(self) -> tuple[bytes, bytes]:
-        """(exchange + routing-key shortstrs, content header payload + frame end): the parts
-        of every Basic.Deliver of this message that do not depend on the delivery, encoded
-        once however many times (fanout, redelivery) it is delivered."""
-        w = self._wire
-        if w is None:
-            w = self._wire = (shortstr(self.exchange) + shortstr(self.routing_key),
-                              framing.content_header_payload(self.props, len(self.body)))
-        return w
+        """(exchange + routing-key shortstrs, content header payload): the parts of every
+        Basic.Deliver of this message that do not depend on the delivery.  A published
+        message carries the bytes it arrived with; others are encoded once, here."""
+        if self.header is None:
+            self.route_ss = shortstr(self.exchange) + shortstr(self.routing_key)
+            self.header = framing.content_header_payload(self.props, len(self.body))
+        return self.route_ss, self.header
 
     @property
     def properties(self):
