@@ -177,6 +177,8 @@ class Channel:
         return ex
 
     def _do_publish(self, pub: Publish, msg: Message) -> None:
+        if not self.conn.publisher:
+            self.conn.became_publisher()
         ex = self._targets.get(pub.exchange)
         if ex is None or ex.deleted:
             ex = self._publish_target(pub.exchange)

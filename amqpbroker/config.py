@@ -33,6 +33,12 @@ class Limits:
     heartbeat: int = 60          # seconds; 0 disables
     max_message_size: int = 16 * 1024 * 1024  # RabbitMQ 4.x default
     max_connections: int = 0     # 0 = unlimited
+    # memory alarm, as RabbitMQ's vm_memory_high_watermark: when the messages held in
+    # queues need more than this (a fraction of the machine's RAM; 0 disables), publishing
+    # connections are blocked (Connection.Blocked, their sockets are not read) until the
+    # consumers have drained the queues below it
+    memory_high_watermark: float = 0.4
+    memory_high_watermark_bytes: int = 0  # an absolute limit instead, when > 0
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,9 @@ _CHECKS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
     "limits.heartbeat": (lambda v: 0 <= v <= 65535, "an integer 0..65535 (seconds)"),
     "limits.max_message_size": (lambda v: 1 <= v <= 512 * 1024 * 1024, "an integer 1..536870912"),
     "limits.max_connections": (lambda v: v >= 0, "an integer >= 0"),
+    "limits.memory_high_watermark": (lambda v: 0 <= v <= 1,
+                                     "a fraction of the RAM between 0 and 1 (0 disables)"),
+    "limits.memory_high_watermark_bytes": (lambda v: v >= 0, "an integer >= 0"),
     "server.log_level": (lambda v: v in ("debug", "info", "warning", "error"),
                          "one of debug, info, warning, error"),
     "storage.backend": (lambda v: v in ("memory", "sqlite"), "one of memory, sqlite"),
@@ -137,7 +146,8 @@ _CHECKS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
 
 
 def _type_name(tp: typing.Any) -> str:
-    return {int: "an integer", str: "a string", bool: "a boolean"}.get(tp, str(tp))
+    return {int: "an integer", str: "a string", bool: "a boolean",
+            float: "a number"}.get(tp, str(tp))
 
 
 def _convert(value: typing.Any, tp: typing.Any, path: str) -> typing.Any:
@@ -160,6 +170,9 @@ def _convert(value: typing.Any, tp: typing.Any, path: str) -> typing.Any:
         return value
     if tp is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
     elif tp is bool:
         ok = isinstance(value, bool)
     elif tp is str:

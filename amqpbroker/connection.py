@@ -69,7 +69,8 @@ class Connection:
         self._sent_marker = 0
         self.close_deadline: float | None = None
         self.handshake_deadline = now + HANDSHAKE_TIMEOUT
-        self.blocked = False
+        self.blocked = False            # by a resource alarm: its socket is not read
+        self.publisher = False          # has published: resource alarms block it
 
     # ------------------------------------------------------------------ I/O surface
 
@@ -103,7 +104,7 @@ class Connection:
     @property
     def wants_read(self) -> bool:
         """Backpressure: stop reading while our output is piling up."""
-        return not self.output_blocked and not self.should_close
+        return not self.output_blocked and not self.should_close and not self.blocked
 
     def _resume_deliveries(self) -> None:
         for ch in list(self.channels.values()):
@@ -396,9 +397,16 @@ class Connection:
         self.heartbeat = m.heartbeat  # the server uses the client's value as is
         self.state = AWAIT_OPEN
 
+    def became_publisher(self) -> None:
+        """The first publish: from now on resource alarms apply to this connection."""
+        self.publisher = True
+        if self.broker.memory_alarm:
+            self.set_blocked("low on memory")
+
     def set_blocked(self, reason: str | None) -> None:
-        """Resource alarm plumbing: Connection.Blocked / Unblocked, sent only to clients
-        that advertised the ``connection.blocked`` capability."""
+        """Resource alarm: Connection.Blocked / Unblocked, sent only to clients that
+        advertised the ``connection.blocked`` capability; while blocked the connection is
+        not read (TCP backpressure), as RabbitMQ does."""
         blocked = reason is not None
         if blocked == self.blocked or self.state != OPEN:
             return
@@ -478,6 +486,8 @@ class Connection:
         if self._sent_marker:  # anything sent since the last tick counts
             self._sent_marker = 0
             self.last_send = now
+        if self.blocked:  # we are not reading it: its silence is ours, not the peer's
+            self.last_recv = now
         if now - self.last_recv >= 2 * self.heartbeat:
             log.info("missed heartbeats from %s, closing the connection", self.peer)
             self._teardown()

@@ -3,7 +3,7 @@ graceful shutdown.  Everything below this module is synchronous and sans-I/O."""
 from __future__ import annotations
 
 import logging
-import math
+import os
 import signal
 import socket
 import time
@@ -52,6 +52,7 @@ class Server:
                  time.monotonic() - started)
         self.ports: list[tuple[str, int]] = []
         self._live: dict[Connection, _Doorbell] = {}
+        self._drained: dict[Connection, _Doorbell] = {}  # wakes a reader held back
 
     async def serve(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
         listeners = []
@@ -77,6 +78,7 @@ class Server:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._ticker)
             tg.start_soon(self._flusher)
+            tg.start_soon(self._memory_monitor)
             task_status.started(self)
             try:
                 await multi.serve(self._handle, task_group=tg)
@@ -106,6 +108,39 @@ class Server:
                 bell.ring()
                 continue
             self.broker.after_sync()
+
+    def memory_limit(self) -> int:
+        limits = self.config.limits
+        if limits.memory_high_watermark_bytes:
+            return limits.memory_high_watermark_bytes
+        try:
+            ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            return 0
+        return int(ram * limits.memory_high_watermark)
+
+    async def _memory_monitor(self) -> None:
+        """The memory alarm: a few times a second, compare what the queues hold with the
+        high watermark; above it publishers are blocked until the queues drain."""
+        limit = self.memory_limit()
+        if not limit:
+            return
+        broker = self.broker
+        while True:
+            await anyio.sleep(0.2)
+            used = broker.queued_bytes()
+            if used > limit and not broker.memory_alarm:
+                log.warning("memory alarm set: queued messages hold about %d MiB, above the "
+                            "high watermark of %d MiB; publishers are blocked",
+                            used >> 20, limit >> 20)
+                broker.set_memory_alarm(True)
+            elif used <= limit and broker.memory_alarm:
+                log.warning("memory alarm cleared: queued messages hold about %d MiB",
+                            used >> 20)
+                broker.set_memory_alarm(False)
+                for conn, drained in list(self._drained.items()):
+                    drained.ring()
+                    self._live[conn].ring()
 
     async def _ticker(self) -> None:
         """The broker's one timer: message TTL and queue expiry for every queue."""
@@ -137,6 +172,7 @@ class Server:
         bell, drained = _Doorbell(), _Doorbell()
         conn.on_wakeup = bell.ring
         self._live[conn] = bell
+        self._drained[conn] = drained
         try:
             async with stream, anyio.create_task_group() as tg:
                 tg.start_soon(self._writer, conn, bell, drained, stream, tg.cancel_scope)
@@ -148,6 +184,7 @@ class Server:
         finally:
             conn.connection_lost()
             self._live.pop(conn, None)
+            self._drained.pop(conn, None)
 
     async def _reader(self, conn: Connection, bell: _Doorbell, drained: _Doorbell,
                       stream) -> None:
