@@ -183,7 +183,6 @@ def headers_match(args: dict, headers: dict | None) -> bool:
     with_x = mode.endswith("-with-x")
     headers = headers or {}
     want_all = mode.startswith("all")
-    matched_any = False
     for k, v in args.items():
         if k == "x-match" or (not with_x and k.startswith("x-")):
             continue
@@ -193,10 +192,8 @@ def headers_match(args: dict, headers: dict | None) -> bool:
             ok = k in headers and header_value_equal(v, headers[k])
         if want_all and not ok:
             return False
-        if ok:
-            matched_any = True
-            if not want_all:
-                return True
+        if ok and not want_all:
+            return True
     return want_all
 
 
