@@ -689,9 +689,18 @@ class Channel:
                 raise errors.PreconditionFailed(f"queue '{name}' in vhost '{vh.name}' in use")
             if m.if_empty and q.message_count:
                 raise errors.PreconditionFailed(f"queue '{name}' in vhost '{vh.name}' not empty")
+            # As RabbitMQ, this channel's own consumers hear basic.cancel after delete-ok
+            # (py-amqp/kombu raise ConsumerCancelled if it comes while awaiting delete-ok).
+            own = [c for c in q.consumers if c.channel is self]
+            for c in own:
+                q.remove_consumer(c)
             n = vh.delete_queue(q)
+        else:
+            own = ()
         if not m.nowait:
             self.send_method(C.Queue.DeleteOk(message_count=n))
+        for c in own:
+            self.server_cancel(c)
 
 
 def _props(queue: Queue, qm) -> bytes:

@@ -607,6 +607,18 @@ def test_server_cancel_on_queue_delete(notify):
     consume(consumer, 1, "q", "t")
 
 
+def test_queue_delete_own_consumer_cancel_after_delete_ok():
+    # RabbitMQ answers delete-ok first: py-amqp (kombu) raises ConsumerCancelled on a
+    # basic.cancel that arrives while it waits for delete-ok
+    c = connected(capabilities={"consumer_cancel_notify": True})
+    c.declare(1, "q")
+    consume(c, 1, "q", "t")
+    frames = c.rpc(1, C.Queue.Delete(queue="q"))
+    assert names(frames) == ["Queue.DeleteOk", "Basic.Cancel"]
+    assert frames[1][1].consumer_tag == "t"
+    assert "q" not in c.broker.vhosts["/"].queues
+
+
 def test_queue_delete_if_unused_and_if_empty():
     c = connected()
     c.open_channel(2)
