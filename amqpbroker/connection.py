@@ -236,7 +236,9 @@ class Connection:
     def _no_channel_method(self, number: int, method) -> None:
         if method.name == "Channel.Open":
             open_count = len(self.channels)
-            if number > self.channel_max or open_count >= self.channel_max:
+            # RabbitMQ limits how many channels are open, not their numbers: channel
+            # 65535 opens under a channel_max of 2047
+            if open_count >= self.channel_max:
                 raise errors.NotAllowed(
                     f"number of channels opened ({open_count}) has reached the negotiated "
                     f"channel_max ({self.channel_max})", 20, 10)

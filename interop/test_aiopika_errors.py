@@ -615,3 +615,17 @@ async def test_message_larger_than_max_message_size(broker):
         await assert_connection_usable(s, conn)
         ch2 = await s.channel(conn)
         assert await drain(await ch2.get_queue(q.name, ensure=False)) == []
+
+
+async def test_channel_number_above_channel_max_opens(broker):
+    # channel_max (2047) caps how many channels are open, not their numbers (aiormq's
+    # test_bad_channel opens channel 65535)
+    async with Session(broker) as s:
+        conn = await s.connect()
+        ch = await s.channel(conn, channel_number=65535)
+        q = await ch.declare_queue(exclusive=True)
+        await publish(ch, q.name, b"on 65535")
+        assert await drain(q) == [b"on 65535"]
+        with pytest.raises(E.ChannelNotFoundEntity):
+            await ch.declare_queue(s.name("missing"), passive=True)
+        await assert_connection_usable(s, conn)

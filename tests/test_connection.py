@@ -297,11 +297,16 @@ def test_channel_max_530():
                                    "the negotiated channel_max (2)", 20, 10)
 
 
-def test_channel_number_above_channel_max_530():
+def test_channel_number_above_channel_max_is_allowed():
+    # RabbitMQ counts open channels against channel_max, whatever their numbers
+    # (aiormq's test_bad_channel opens channel 65535 under channel_max 2047)
     c = Client()
-    c.handshake(channel_max=10)
-    frames = c.rpc(11, C.Channel.Open())
-    assert_conn_close(frames, 530)
+    c.handshake(channel_max=2)
+    c.open_channel(65535)
+    c.open_channel(11)
+    frames = c.rpc(3, C.Channel.Open())
+    assert_conn_close(frames, 530, "NOT_ALLOWED - number of channels opened (2) has reached "
+                                   "the negotiated channel_max (2)", 20, 10)
 
 
 # ---------------------------------------------------------------------- heartbeats
