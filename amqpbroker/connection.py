@@ -48,6 +48,10 @@ class Connection:
         self._out_size = 0
         self.output_blocked = False
         self.should_close = False       # flush what is buffered, then close the socket
+        # seconds to keep reading (and discarding) after close-ok to the client's close, as
+        # RabbitMQ: a client may still be writing frames it queued before its close (amqplib
+        # publishes), and closing a socket with unread input resets it (EPIPE there)
+        self.linger = 0.0
         self.on_wakeup = None           # called when output appears outside receive_data
         self._in_receive = False
         self._woken = False
@@ -305,6 +309,8 @@ class Connection:
             self.send(framing.method_frame(0, C.Connection.CloseOk()))
             self._teardown()
             self.should_close = True
+            # RabbitMQ: until the client closes, at most min(heartbeat, 30 s)
+            self.linger = float(min(self.heartbeat, 30) if self.heartbeat else 30)
             self.state = CLOSED
             return
         if name == "Connection.CloseOk":

@@ -191,6 +191,10 @@ class Server:
         while True:
             while not conn.wants_read:
                 if conn.should_close:
+                    if conn.linger:  # the writer flushes close-ok; we read until EOF
+                        with anyio.move_on_after(conn.linger):
+                            await _discard(stream)
+                        return
                     await anyio.sleep_forever()  # the writer flushes and ends the task group
                 await drained.wait()  # backpressure: our output is piling up
             try:
@@ -210,7 +214,7 @@ class Server:
                 if data:
                     await stream.send(data)
                     drained.ring()
-                if conn.should_close:
+                if conn.should_close and not conn.linger:
                     break
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             pass
@@ -226,6 +230,14 @@ class Server:
             await anyio.sleep(delay)
             conn.handle_timer(anyio.current_time())
             bell.ring()
+
+
+async def _discard(stream) -> None:
+    try:
+        while await stream.receive(65536):
+            pass
+    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        pass
 
 
 async def run(config: Config) -> None:
