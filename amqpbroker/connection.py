@@ -338,8 +338,11 @@ class Connection:
             # internal backend does
             self.send(framing.method_frame(0, C.Connection.UpdateSecretOk()))
         else:
+            # RabbitMQ's text names its reader state, not the method
+            state = {AWAIT_START_OK: "starting", AWAIT_TUNE_OK: "tuning",
+                     AWAIT_OPEN: "opening"}.get(self.state, "running")
             raise errors.ChannelError(
-                f"unexpected method {name} in this connection state",
+                f"unexpected method in connection state {state}",
                 m.index >> 16, m.index & 0xFFFF)
 
     def _start_ok(self, m) -> None:

@@ -629,3 +629,19 @@ async def test_channel_number_above_channel_max_opens(broker):
         with pytest.raises(E.ChannelNotFoundEntity):
             await ch.declare_queue(s.name("missing"), passive=True)
         await assert_connection_usable(s, conn)
+
+
+async def test_channel_method_on_channel_zero_504(broker):
+    from aiormq.abc import ChannelFrame  # as aiormq's own test_writer_closed_on_connection_loss
+
+    conn = aiormq.Connection(broker.url)
+    await asyncio.wait_for(conn.connect(), TIMEOUT)
+    try:
+        conn.write_queue.put_nowait(ChannelFrame.marshall(channel_number=0,
+                                                          frames=[spec.Basic.Ack()]))
+        await asyncio.wait([conn.closing], timeout=TIMEOUT)
+        exc = conn.closing.exception()
+        assert isinstance(exc, E.ConnectionChannelError)
+        assert exc.args[0] == "CHANNEL_ERROR - unexpected method in connection state running"
+    finally:
+        await conn.close()

@@ -287,6 +287,14 @@ def test_connection_method_on_nonzero_channel_503():
     assert_conn_close(frames, 503)
 
 
+def test_non_connection_method_on_channel_zero_504():
+    # RabbitMQ's text (aiormq's test_writer_closed_on_connection_loss sends this)
+    c = connected()
+    frames = c.rpc(0, C.Basic.Ack(delivery_tag=1))
+    assert_conn_close(frames, 504, "CHANNEL_ERROR - unexpected method in connection state "
+                                   "running", 60, 80)
+
+
 def test_channel_max_530():
     c = Client()
     c.handshake(channel_max=2)
