@@ -31,7 +31,9 @@ class Limits:
     frame_max: int = 131072      # RabbitMQ's proposals; smaller client values win
     channel_max: int = 2047
     heartbeat: int = 60          # seconds; 0 disables
-    max_message_size: int = 16 * 1024 * 1024  # RabbitMQ 4.x default
+    # RabbitMQ 3.x's default (4.x lowered it to 16 MiB): clients' own test suites send
+    # 20+ MB messages, and a broker that refuses them is not a drop-in replacement
+    max_message_size: int = 128 * 1024 * 1024
     max_connections: int = 0     # 0 = unlimited
     # memory alarm, as RabbitMQ's vm_memory_high_watermark: when the messages held in
     # queues need more than this (a fraction of the machine's RAM; 0 disables), publishing

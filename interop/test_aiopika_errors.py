@@ -598,23 +598,45 @@ async def test_robust_connection_redeclares_after_channel_error(broker):
         assert await drain(q) == [b"again"]
 
 
-@pytest.mark.rabbitmq_310_differs("3.10's default max_message_size is 128 MiB; 3.13/4.x "
-                                  "(and amqpbroker) use 16 MiB")
-async def test_message_larger_than_max_message_size(broker):
+async def test_20_mib_message_round_trips(broker):
+    # the default max_message_size is RabbitMQ 3.x's 128 MiB: client suites (aio-pika's,
+    # aiormq's test_big_message) send 20-22 MB messages
     async with Session(broker) as s:
         conn = await s.connect()
         ch = await s.channel(conn)
         q = await ch.declare_queue(s.qname())
-        u = await ch.get_underlay_channel()
-        size = 16 * 1024 * 1024 + 1
-        with pytest.raises(E.ChannelPreconditionFailed) as ei:
-            await asyncio.wait_for(ch.default_exchange.publish(Message(b"\0" * size), q.name), 30)
-        assert ei.value.args[0] == (f"PRECONDITION_FAILED - message size {size} is larger than "
-                                    f"configured max size {16 * 1024 * 1024}")
-        assert isinstance(await close_reason(u), E.ChannelPreconditionFailed)
-        await assert_connection_usable(s, conn)
-        ch2 = await s.channel(conn)
-        assert await drain(await ch2.get_queue(q.name, ensure=False)) == []
+        body = bytes(range(256)) * (20 * 4096)
+        await asyncio.wait_for(ch.default_exchange.publish(Message(body), q.name), 60)
+        assert await drain(q) == [body]
+
+
+@pytest.mark.amqpbroker_only("configures our broker's max_message_size")
+async def test_message_larger_than_max_message_size(tmp_path):
+    from conftest import Broker, start_amqpbroker, stop
+
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text("storage: {backend: memory}\nlimits: {max_message_size: 1048576}\n")
+    proc, port = start_amqpbroker("--config", str(cfg))
+    try:
+        broker = Broker("amqpbroker", f"amqp://guest:guest@127.0.0.1:{port}/", "127.0.0.1",
+                        port, proc)
+        async with Session(broker) as s:
+            conn = await s.connect()
+            ch = await s.channel(conn)
+            q = await ch.declare_queue(s.qname())
+            u = await ch.get_underlay_channel()
+            size = 1024 * 1024 + 1
+            with pytest.raises(E.ChannelPreconditionFailed) as ei:
+                await asyncio.wait_for(ch.default_exchange.publish(Message(b"\0" * size),
+                                                                   q.name), 30)
+            assert ei.value.args[0] == (f"PRECONDITION_FAILED - message size {size} is larger "
+                                        f"than configured max size {1024 * 1024}")
+            assert isinstance(await close_reason(u), E.ChannelPreconditionFailed)
+            await assert_connection_usable(s, conn)
+            ch2 = await s.channel(conn)
+            assert await drain(await ch2.get_queue(q.name, ensure=False)) == []
+    finally:
+        stop(proc)
 
 
 async def test_channel_number_above_channel_max_opens(broker):
