@@ -87,8 +87,8 @@ class Channel:
     def handle_method(self, method) -> None:
         if self._publish is not None:
             raise errors.UnexpectedFrame(
-                f"expected content header for class 60, got non content header frame "
-                f"instead", method.index >> 16, method.index & 0xFFFF)
+                "expected content header for class 60, got non content header frame "
+                "instead", method.index >> 16, method.index & 0xFFFF)
         if type(method) is Publish:
             if method.immediate:
                 raise errors.NotImplemented_("immediate=true", 60, 40)
@@ -312,7 +312,7 @@ class Channel:
         if not self.pending_confirm:
             return
         cut = 0
-        for seq, ack, gen in self.pending_confirm:
+        for _seq, _ack, gen in self.pending_confirm:
             if gen > synced:
                 break
             cut += 1
@@ -428,7 +428,7 @@ class Channel:
             if not q.deleted:
                 q.dispatch(now)
 
-    def requeue_all(self) -> None:
+    def requeue_all(self) -> dict:
         """Channel closing (or Basic.Recover): every unacked message back to its queue."""
         entries, self.unacked = list(self.unacked.values()), OrderedDict()
         if self.tx:  # acks buffered in an uncommitted transaction: still unacked

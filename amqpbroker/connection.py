@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import sys
 
 from pamqp import commands as C
 from pamqp import decode as pdecode
@@ -193,7 +192,7 @@ class Connection:
             return
         if channel == 0:
             if ftype != framing.FRAME_METHOD:
-                raise errors.UnexpectedFrame(f"content frame on channel 0")
+                raise errors.UnexpectedFrame("content frame on channel 0")
             self._connection_method(framing.decode_method(payload), now)
             return
         if self.state == CLOSING:
