@@ -329,6 +329,10 @@ async def test_consumer_priority(broker):
         # once the high one has room again, new messages go to it
         for m in hi:
             await m.ack()
+        # acks and publishes travel on different channels: RabbitMQ may route the next
+        # publishes before its queue has seen the acks, so let them land first
+        await high_ch.set_qos(prefetch_count=3)
+        await asyncio.sleep(0.2)
         await _fill(ch, q.name, 2, prefix="n")
         assert [m.body for m in await high.take(2)] == [b"n0", b"n1"]
         await low.nothing_more(0.2)
