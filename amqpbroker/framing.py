@@ -278,10 +278,6 @@ def decode_properties(props: bytes) -> commands.Basic.Properties:
     return p
 
 
-def encode_properties(p: commands.Basic.Properties) -> bytes:
-    return p.marshal()
-
-
 # --------------------------------------------------------------------------- encoding
 
 
@@ -316,27 +312,9 @@ def method_frame(channel: int, method) -> bytes:
     return _frame_hdr.pack(FRAME_METHOD, channel, len(payload)) + payload + b"\xce"
 
 
-def _shortstr(s: str) -> bytes:
+def shortstr(s: str) -> bytes:
     b = s.encode()
     return bytes((len(b),)) + b
-
-
-def _content(channel: int, method_payload: bytes, props: bytes, body: bytes,
-             frame_max: int) -> bytes:
-    """A method frame + content header (raw properties) + body frames, in one bytes."""
-    parts = [_frame_hdr.pack(FRAME_METHOD, channel, len(method_payload)), method_payload,
-             b"\xce",
-             _frame_hdr.pack(FRAME_HEADER, channel, 12 + len(props)),
-             _hdr_prefix.pack(60, 0, len(body)), props, b"\xce"]
-    if body:
-        chunk = frame_max - 8
-        if len(body) <= chunk:
-            parts += (_frame_hdr.pack(FRAME_BODY, channel, len(body)), body, b"\xce")
-        else:
-            for i in range(0, len(body), chunk):
-                piece = body[i: i + chunk]
-                parts += (_frame_hdr.pack(FRAME_BODY, channel, len(piece)), piece, b"\xce")
-    return b"".join(parts)
 
 
 _deliver_prefix = b"\x00\x3c\x00\x3c"
@@ -345,31 +323,18 @@ _return_prefix = b"\x00\x3c\x00\x32"
 _tag_bit = struct.Struct(">QB")
 
 
-def deliver(channel: int, consumer_tag: str, delivery_tag: int, redelivered: bool,
-            exchange: str, routing_key: str, props: bytes, body: bytes,
-            frame_max: int) -> bytes:
-    return deliver_encoded(channel, _shortstr(consumer_tag), delivery_tag, redelivered,
-                           _shortstr(exchange) + _shortstr(routing_key),
-                           content_header_payload(props, len(body)), body, frame_max)
-
-
 def content_header_payload(props: bytes, body_size: int) -> bytes:
     """A content header frame's payload (class, weight, body size, properties)."""
     return _hdr_prefix.pack(60, 0, body_size) + props
 
 
-_deliver_tail = struct.Struct(">QB")
-
-
-def deliver_encoded(channel: int, tag_ss: bytes, delivery_tag: int, redelivered: bool,
-                    route_ss: bytes, header: bytes, body: bytes, frame_max: int) -> bytes:
-    """Basic.Deliver + content from pre-encoded parts (the hot path): the consumer tag and
-    exchange/routing-key shortstrs, and ``content_header_payload``."""
+def _content(channel: int, method_parts: tuple, method_size: int, header: bytes,
+             body: bytes, frame_max: int) -> bytes:
+    """A method frame (its payload given in parts) + content header + body frames split
+    at ``frame_max - 8``, in one bytes."""
+    parts = [_frame_hdr.pack(FRAME_METHOD, channel, method_size), *method_parts, b"\xce",
+             _frame_hdr.pack(FRAME_HEADER, channel, len(header)), header, b"\xce"]
     n = len(body)
-    parts = [_frame_hdr.pack(FRAME_METHOD, channel, 13 + len(tag_ss) + len(route_ss)),
-             _deliver_prefix, tag_ss, _deliver_tail.pack(delivery_tag, redelivered),
-             route_ss, b"\xce", _frame_hdr.pack(FRAME_HEADER, channel, len(header)),
-             header, b"\xce"]
     chunk = frame_max - 8
     if n <= chunk:
         if n:
@@ -381,20 +346,38 @@ def deliver_encoded(channel: int, tag_ss: bytes, delivery_tag: int, redelivered:
     return b"".join(parts)
 
 
+def deliver(channel: int, consumer_tag: str, delivery_tag: int, redelivered: bool,
+            exchange: str, routing_key: str, props: bytes, body: bytes,
+            frame_max: int) -> bytes:
+    return deliver_encoded(channel, shortstr(consumer_tag), delivery_tag, redelivered,
+                           shortstr(exchange) + shortstr(routing_key),
+                           content_header_payload(props, len(body)), body, frame_max)
+
+
+def deliver_encoded(channel: int, tag_ss: bytes, delivery_tag: int, redelivered: bool,
+                    route_ss: bytes, header: bytes, body: bytes, frame_max: int) -> bytes:
+    """Basic.Deliver + content from pre-encoded parts (the hot path): the consumer tag and
+    exchange/routing-key shortstrs, and ``content_header_payload``."""
+    return _content(channel, (_deliver_prefix, tag_ss, _tag_bit.pack(delivery_tag, redelivered),
+                              route_ss), 13 + len(tag_ss) + len(route_ss), header, body,
+                    frame_max)
+
+
 def get_ok(channel: int, delivery_tag: int, redelivered: bool, exchange: str,
            routing_key: str, message_count: int, props: bytes, body: bytes,
            frame_max: int) -> bytes:
     payload = b"".join((_getok_prefix, _tag_bit.pack(delivery_tag, redelivered),
-                        _shortstr(exchange), _shortstr(routing_key),
-                        _u32.pack(message_count)))
-    return _content(channel, payload, props, body, frame_max)
+                        shortstr(exchange), shortstr(routing_key), _u32.pack(message_count)))
+    return _content(channel, (payload,), len(payload), content_header_payload(props, len(body)),
+                    body, frame_max)
 
 
 def basic_return(channel: int, reply_code: int, reply_text: str, exchange: str,
                  routing_key: str, props: bytes, body: bytes, frame_max: int) -> bytes:
-    payload = b"".join((_return_prefix, _u16.pack(reply_code), _shortstr(reply_text),
-                        _shortstr(exchange), _shortstr(routing_key)))
-    return _content(channel, payload, props, body, frame_max)
+    payload = b"".join((_return_prefix, _u16.pack(reply_code), shortstr(reply_text),
+                        shortstr(exchange), shortstr(routing_key)))
+    return _content(channel, (payload,), len(payload), content_header_payload(props, len(body)),
+                    body, frame_max)
 
 
 def confirm(channel: int, delivery_tag: int, multiple: bool, ack: bool = True) -> bytes:

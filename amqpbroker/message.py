@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 
 from . import errors, framing
-from .framing import array_items, table_items  # noqa: F401  (re-exported)
+from .framing import array_items, shortstr, table_items  # noqa: F401  (re-exported)
 
 # property flag bits, in the first flags word, in wire order
 F_CONTENT_TYPE = 0x8000
@@ -117,11 +117,6 @@ def v_decode(tagged: bytes):
     if tag == b"t":
         return bool(tagged[1])
     return None
-
-
-def shortstr(s: str) -> bytes:
-    b = s.encode()
-    return bytes((len(b),)) + b
 
 
 # --------------------------------------------------------------------------- Message

@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from . import errors
-from .message import Message
+from .message import Message, shortstr
 
 READY, UNACKED, GONE = 0, 1, 2
 
@@ -237,8 +237,7 @@ class Consumer:
         self.prefetch = prefetch  # 0 = unlimited
         self.unacked = 0
         self.arguments = arguments
-        b = tag.encode()
-        self.tag_ss = bytes((len(b),)) + b  # encoded once for every Basic.Deliver
+        self.tag_ss = shortstr(tag)  # encoded once for every Basic.Deliver
 
     def has_capacity(self) -> bool:
         return (self.no_ack or not self.prefetch or self.unacked < self.prefetch) and \
@@ -484,11 +483,6 @@ class Queue:
         self._regroup()
         if not self.consumers:
             self.touch(now)
-
-    @property
-    def active_consumer(self) -> Consumer | None:
-        """With single-active-consumer: the one that receives (the earliest registered)."""
-        return self.consumers[0] if self.args.single_active and self.consumers else None
 
     def _regroup(self) -> None:
         by_prio: dict[int, list[Consumer]] = {}

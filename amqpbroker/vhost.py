@@ -30,10 +30,6 @@ QUEUE_ARGS = ("x-queue-type", "x-message-ttl", "x-expires", "x-max-length",
 REPLY_TO = "amq.rabbitmq.reply-to"
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 _INT_TYPES = {"byte", "unsignedbyte", "short", "unsignedshort", "signedint", "unsignedint",
               "long"}
 
