@@ -138,30 +138,26 @@ async def counts(conn: AbstractConnection, name: str) -> tuple[int, int]:
             await ch.close()
 
 
-async def queue_exists(conn: AbstractConnection, name: str) -> bool:
+async def _passive_declare_ok(conn: AbstractConnection, declare) -> bool:
+    """Whether a passive declare (``declare(underlay_channel)``) finds the entity."""
     ch = await asyncio.wait_for(conn.channel(), TIMEOUT)
     try:
         u = await ch.get_underlay_channel()
-        await asyncio.wait_for(u.queue_declare(name, passive=True), TIMEOUT)
+        await asyncio.wait_for(declare(u), TIMEOUT)
         return True
     except aiormq.exceptions.ChannelNotFoundEntity:
         return False
     finally:
         if not ch.is_closed:
             await ch.close()
+
+
+async def queue_exists(conn: AbstractConnection, name: str) -> bool:
+    return await _passive_declare_ok(conn, lambda u: u.queue_declare(name, passive=True))
 
 
 async def exchange_exists(conn: AbstractConnection, name: str) -> bool:
-    ch = await asyncio.wait_for(conn.channel(), TIMEOUT)
-    try:
-        u = await ch.get_underlay_channel()
-        await asyncio.wait_for(u.exchange_declare(name, passive=True), TIMEOUT)
-        return True
-    except aiormq.exceptions.ChannelNotFoundEntity:
-        return False
-    finally:
-        if not ch.is_closed:
-            await ch.close()
+    return await _passive_declare_ok(conn, lambda u: u.exchange_declare(name, passive=True))
 
 
 async def eventually(predicate, timeout: float = TIMEOUT, interval: float = 0.05) -> None:
