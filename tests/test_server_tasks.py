@@ -11,7 +11,6 @@ confirm, get.
 from __future__ import annotations
 
 import logging
-import time
 
 import anyio
 import pytest
@@ -21,7 +20,6 @@ from pamqp import header as pheader
 from pamqp import body as pbody
 
 from amqpbroker.config import Config, Limits, Listen, Storage
-from amqpbroker.connection import Connection
 from amqpbroker.server import Server
 
 pytestmark = pytest.mark.timeout(60)
