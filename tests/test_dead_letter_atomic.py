@@ -14,9 +14,11 @@ reopened and recovered, as after a crash.
 from __future__ import annotations
 
 import logging
+import struct
 
 import pytest
 from pamqp import commands as C
+from pamqp import frame as pframe
 
 from amqpbroker.broker import Broker
 from amqpbroker.store.sqlite import SQLiteStore
@@ -294,3 +296,42 @@ def test_failure_in_one_channel_does_not_stop_connection_clean_up(s, monkeypatch
     assert s.vh.queues["src"].message_count == 1   # channel 2's delivery was requeued
     assert ex not in s.vh.queues
     assert c.conn not in s.broker.connections
+
+
+# ---------------------------------------------------------------------- issue 8's reproduction
+
+# content-header properties with a headers table {"k": <type 'Z'>}: malformed.  Ingress
+# validation refuses such a message (502); should one ever get in, dead-lettering it must
+# still stop nothing.  So these pass whether it is refused or accepted.
+MALFORMED_PROPS = bytes.fromhex("20000000000401 6b5a00".replace(" ", ""))
+
+
+def publish_malformed(c, queue: str, body: bytes = b"bad") -> list:
+    method, _header, content = c.publish_frames("", queue, body)
+    payload = struct.pack(">HHQ", 60, 0, len(body)) + MALFORMED_PROPS
+    header = b"\x02\x00\x01" + struct.pack(">I", len(payload)) + payload + b"\xce"
+    c.send_raw(pframe.marshal(method, 1) + header + pframe.marshal(content, 1))
+    return c.recv()
+
+
+@pytest.mark.parametrize("way", ["ttl", "maxlen", "delivery_limit"])
+def test_malformed_message_cannot_stop_timer_publisher_or_clean_up(s, way):
+    args = {"ttl": {"x-message-ttl": 300}, "maxlen": {"x-max-length": 1},
+            "delivery_limit": {"x-delivery-limit": 0}}[way]
+    src = s.queue("src", **dl_args(**args))
+    s.queue("tgt")
+    bad = s.client()
+    refused = "Connection.Close" in names(publish_malformed(bad, "src"))
+    if way == "ttl":
+        s.clock.now += 1
+        s.vh.handle_timer(s.clock.now)        # the broker's timer task: must not raise
+    elif way == "maxlen":
+        innocent = s.client()
+        assert "Connection.Close" not in names(innocent.publish(1, "", "src", b"ok"))
+    else:
+        consumer = s.client()
+        consumer.send(1, C.Basic.Consume(queue="src", consumer_tag="c"))
+        consumer.conn.data_to_send()          # (raw: pamqp cannot decode the delivery)
+        consumer.conn.connection_lost()       # the server's clean-up: must not raise
+    if not refused:  # accepted: it is somewhere, not lost
+        assert src.message_count + s.vh.queues["tgt"].message_count >= 1
