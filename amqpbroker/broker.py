@@ -4,12 +4,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import re
 
 from . import errors
 from .config import Config, ConfigError, Permission
 from .store import MemoryStore
 from .vhost import VirtualHost
+
+log = logging.getLogger("amqpbroker.broker")
 
 
 def hash_password(password: str, salt: bytes) -> str:
@@ -105,7 +108,10 @@ class Broker:
         (and tx commit-oks) that were waiting for it."""
         waiting, self.waiting_sync = self.waiting_sync, set()
         for ch in waiting:
-            ch.flush_confirms()
+            try:
+                ch.flush_confirms()
+            except Exception:  # a bug in one channel holds back no other's confirms
+                log.exception("releasing the confirms of channel %d failed", ch.number)
 
     def next_deadline(self) -> float | None:
         """The earliest TTL / queue-expiry deadline of any vhost (one timer per broker)."""

@@ -454,15 +454,25 @@ class Connection:
 
     def _teardown(self) -> None:
         """Release channels (requeue unacked) and delete exclusive queues.  Idempotent."""
+        # each step guarded: a failure in one channel (a bug) must neither stop the others'
+        # clean-up nor escape into the server's connection task
         channels, self.channels = list(self.channels.values()), {}
         for ch in channels:
-            if not ch.closing:
-                ch.release()
+            try:
+                if not ch.closing:
+                    ch.release()
+            except Exception:
+                log.exception("releasing channel %d of the connection from %s failed",
+                              ch.number, self.peer)
             ch.closing = True
         queues, self.exclusive_queues = list(self.exclusive_queues.values()), {}
         for q in queues:
-            if not q.deleted:
-                self.vhost.delete_queue(q)
+            try:
+                if not q.deleted:
+                    self.vhost.delete_queue(q)
+            except Exception:
+                log.exception("deleting exclusive queue '%s' of the connection from %s failed",
+                              q.name, self.peer)
         self.broker.connections.discard(self)
 
     def connection_lost(self) -> None:

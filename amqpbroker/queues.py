@@ -4,15 +4,24 @@ supply or demand changes (publish, ack, requeue, consume, qos, a connection drai
 A queue knows its rules (TTL, length limits, priorities, single active consumer, delivery
 limit) but not where dead letters go: it hands them to ``dead_letter(queue, msg, reason)``,
 which the vhost provides.  Time is passed in (``now``, monotonic seconds), never read here.
+
+Dead-lettering is one unit: the copies enter their targets first, and only then does the
+message leave this queue (memory and store; the store commits both halves in one
+transaction).  When ``dead_letter`` raises, the message stays here, the failure is logged,
+and this run does not try that message again (it is delivered as any other message; after
+a restart it is tried again).
 """
 from __future__ import annotations
 
 import heapq
+import logging
 from collections import deque
 from dataclasses import dataclass
 
 from . import errors
 from .message import Message, shortstr
+
+log = logging.getLogger("amqpbroker.queues")
 
 READY, UNACKED, GONE = 0, 1, 2
 
@@ -287,6 +296,7 @@ class Queue:
         self._expiry: list[tuple[float, QueuedMessage]] = []  # heap of message deadlines
         self.scheduled: float | None = None       # the deadline the vhost will wake us at
         self.last_used = now                      # for x-expires
+        self._undead: set[int] = set()  # seqs whose dead-lettering failed: not tried again
 
     # ------------------------------------------------------------------ supply
 
@@ -297,8 +307,8 @@ class Queue:
                 (a.max_length is not None and len(self.ready) >= a.max_length) or
                 (a.max_length_bytes is not None and
                  self.ready_bytes + len(msg.body) > a.max_length_bytes)):
-            if a.overflow == "reject-publish-dlx":
-                self.dead_letter(self, msg, "maxlen")
+            if a.overflow == "reject-publish-dlx":  # never enqueued here: nothing to drop
+                self._try_dead_letter(msg, "maxlen")
             return False
         self.enqueue(msg, now)
         return True
@@ -308,11 +318,13 @@ class Queue:
         if self._plain and not msg.flags & 0x0100:  # no TTL, no priority: the hot path
             self._next_seq += 1
             qm = QueuedMessage(self._next_seq, msg, None, 0)
-            self.ready.append(qm)
-            self.ready_bytes += len(msg.body)
+            # the store first: if it raises, the queue is as it was (a dead letter's
+            # source then keeps its copy)
             if self.store is not None and msg.persistent:
                 self.store.append(self.vhost, self.name, qm.seq, msg, None)
                 qm.persisted = True
+            self.ready.append(qm)
+            self.ready_bytes += len(msg.body)
             return qm
         a = self.args
         ttl = a.message_ttl
@@ -325,13 +337,13 @@ class Queue:
         self._next_seq += 1
         qm = QueuedMessage(self._next_seq, msg, None if ttl is None else now + ttl / 1000,
                            priority)
+        if self.store is not None and msg.persistent:
+            self.store.append(self.vhost, self.name, qm.seq, msg, ttl)
+            qm.persisted = True
         self.ready.append(qm)
         self.ready_bytes += len(msg.body)
         if qm.expires_at is not None:
             self._watch_expiry(qm)
-        if self.store is not None and msg.persistent:
-            self.store.append(self.vhost, self.name, qm.seq, msg, ttl)
-            qm.persisted = True
         return qm
 
     def restore(self, seq: int, msg: Message, ttl: int | None, now: float) -> None:
@@ -361,10 +373,13 @@ class Queue:
             while len(self.ready) and (
                     (a.max_length is not None and len(self.ready) > a.max_length) or
                     (a.max_length_bytes is not None and self.ready_bytes > a.max_length_bytes)):
+                if self.ready.head().seq in self._undead:
+                    break  # it failed once: it stays, the queue over its limit until consumed
                 qm = self.ready.popleft()
                 self._unready(qm)
-                self._drop(qm)
-                self.dead_letter(self, qm.msg, "maxlen")
+                if not self._dead_letter(qm, "maxlen"):
+                    self._back(qm)
+                    break
         if self._expiry and self._expiry[0][0] <= now:
             self.expire(now)
 
@@ -377,22 +392,43 @@ class Queue:
         if qm.persisted and self.store is not None:
             self.store.remove(self.vhost, self.name, qm.seq)
 
+    def _dead_letter(self, qm: QueuedMessage, reason: str) -> bool:
+        """Dead-letter a message already out of ready/unacked: the copies first, then the
+        drop here.  False when it failed (logged): the caller puts the message back."""
+        if not self._try_dead_letter(qm.msg, reason):
+            self._undead.add(qm.seq)
+            return False
+        self._drop(qm)
+        return True
+
+    def _try_dead_letter(self, msg: Message, reason: str) -> bool:
+        try:
+            self.dead_letter(self, msg, reason)
+        except Exception:  # a bug, or a target that cannot take it: never the caller's
+            log.exception("dead-lettering a message (%s) from queue '%s' in vhost '%s' "
+                          "failed; it stays in the queue", reason, self.name, self.vhost)
+            return False
+        return True
+
+    def _back(self, qm: QueuedMessage) -> None:
+        """A message taken out for dead-lettering goes back to its place."""
+        qm.state = READY
+        self.ready_bytes += len(qm.msg.body)
+        self.ready.requeue(qm)
+        if qm.expires_at is not None:
+            self._watch_expiry(qm)
+
     def requeue(self, qm: QueuedMessage) -> None:
         """Back to its original position, marked redelivered; at the delivery limit it is
         dead-lettered (``delivery_limit``) instead: the poison-message guard."""
         self.unacked_count -= 1
         qm.returns += 1
         limit = self.args.delivery_limit
-        if limit is not None and qm.returns > limit:
-            self._drop(qm)
-            self.dead_letter(self, qm.msg, "delivery_limit")
+        if limit is not None and qm.returns > limit and qm.seq not in self._undead and \
+                self._dead_letter(qm, "delivery_limit"):
             return
         qm.redelivered = True
-        qm.state = READY
-        self.ready_bytes += len(qm.msg.body)
-        self.ready.requeue(qm)
-        if qm.expires_at is not None:
-            self._watch_expiry(qm)
+        self._back(qm)
 
     def settled(self, qm: QueuedMessage) -> None:
         """An unacked message was acked (or dropped) for good."""
@@ -400,9 +436,12 @@ class Queue:
         self._drop(qm)
 
     def reject(self, qm: QueuedMessage) -> None:
-        """Rejected without requeue: gone, dead-lettered when a DLX is set."""
-        self.settled(qm)
-        self.dead_letter(self, qm.msg, "rejected")
+        """Rejected without requeue: gone, dead-lettered when a DLX is set (a message
+        whose dead-lettering failed is requeued instead)."""
+        self.unacked_count -= 1
+        if qm.seq in self._undead or not self._dead_letter(qm, "rejected"):
+            qm.redelivered = True
+            self._back(qm)
 
     def take(self, now: float) -> QueuedMessage | None:
         """Pop the next live message for delivery (it becomes unacked); expired messages
@@ -414,9 +453,9 @@ class Queue:
             # expired strictly before now: a TTL-0 message can still go to a consumer
             # waiting at the instant it arrives (RabbitMQ: x-message-ttl=0)
             if qm.expires_at is not None and qm.expires_at < now:
-                self._drop(qm)
-                self.dead_letter(self, qm.msg, "expired")
-                continue
+                if self._dead_letter(qm, "expired"):
+                    continue
+                qm.expires_at = None  # it stays, without its TTL in this run: delivered
             qm.state = UNACKED
             self.unacked_count += 1
             return qm
@@ -431,8 +470,9 @@ class Queue:
                 continue  # delivered, settled, or a stale entry
             self.ready.remove(qm)
             self._unready(qm)
-            self._drop(qm)
-            self.dead_letter(self, qm.msg, "expired")
+            if not self._dead_letter(qm, "expired"):
+                qm.expires_at = None  # it stays, without its TTL in this run
+                self._back(qm)
 
     def next_deadline(self) -> float | None:
         """When the vhost should next call ``expire`` / check ``x-expires``."""
@@ -462,6 +502,7 @@ class Queue:
             self._drop(qm)
         self.ready_bytes = 0
         self._expiry = []
+        self._undead.clear()
         return len(items)
 
     @property

@@ -19,6 +19,31 @@ from .store import open_store
 log = logging.getLogger("amqpbroker.server")
 
 SHUTDOWN_TEXT = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
+RETRY = 1.0  # seconds a long-lived task waits after a failed step before trying again
+
+
+class _Guard:
+    """Keeps a long-lived task alive: an unexpected exception from one step is logged
+    (with its traceback; a step failing over and over at most once a minute, with the
+    count), and the task goes on."""
+
+    __slots__ = ("what", "last", "repeats")
+    QUIET = 60.0
+
+    def __init__(self, what: str):
+        self.what = what
+        self.last = None
+        self.repeats = 0
+
+    def failed(self) -> None:
+        """Call from an ``except Exception`` block."""
+        now = time.monotonic()
+        if self.last is not None and now - self.last < self.QUIET:
+            self.repeats += 1
+            return
+        more = f" (and {self.repeats} times since the last report)" if self.repeats else ""
+        log.exception("%s failed%s; it goes on", self.what, more)
+        self.last, self.repeats = now, 0
 
 
 class _Doorbell:
@@ -93,6 +118,7 @@ class Server:
         then release the confirms it covers.  Mutations made meanwhile form the next
         batch, so under load one fsync covers thousands of messages."""
         bell = _Doorbell()
+        guard = _Guard("releasing confirms after a commit")
         self.store.on_dirty = bell.ring
         if self.store.gen != self.store.synced:
             # written before we listened (definitions applied at start): on_dirty only
@@ -104,10 +130,13 @@ class Server:
                 await self.store.sync()
             except Exception:
                 log.exception("storage commit failed; confirms are held back")
-                await anyio.sleep(1)
+                await anyio.sleep(RETRY)
                 bell.ring()
                 continue
-            self.broker.after_sync()
+            try:
+                self.broker.after_sync()
+            except Exception:
+                guard.failed()
 
     def memory_limit(self) -> int:
         limits = self.config.limits
@@ -125,55 +154,81 @@ class Server:
         limit = self.memory_limit()
         if not limit:
             return
-        broker = self.broker
+        guard = _Guard("the memory monitor")
         while True:
             await anyio.sleep(0.2)
-            used = broker.queued_bytes()
-            if used > limit and not broker.memory_alarm:
-                log.warning("memory alarm set: queued messages hold about %d MiB, above the "
-                            "high watermark of %d MiB; publishers are blocked",
-                            used >> 20, limit >> 20)
-                broker.set_memory_alarm(True)
-            elif used <= limit and broker.memory_alarm:
-                log.warning("memory alarm cleared: queued messages hold about %d MiB",
-                            used >> 20)
-                broker.set_memory_alarm(False)
-                for conn, drained in list(self._drained.items()):
-                    drained.ring()
-                    self._live[conn].ring()
+            try:
+                self._check_memory(limit)
+            except Exception:
+                guard.failed()
+
+    def _check_memory(self, limit: int) -> None:
+        broker = self.broker
+        used = broker.queued_bytes()
+        if used > limit and not broker.memory_alarm:
+            log.warning("memory alarm set: queued messages hold about %d MiB, above the "
+                        "high watermark of %d MiB; publishers are blocked",
+                        used >> 20, limit >> 20)
+            broker.set_memory_alarm(True)
+        elif used <= limit and broker.memory_alarm:
+            log.warning("memory alarm cleared: queued messages hold about %d MiB",
+                        used >> 20)
+            broker.set_memory_alarm(False)
+            for conn, drained in list(self._drained.items()):
+                drained.ring()
+                bell = self._live.get(conn)
+                if bell is not None:
+                    bell.ring()
 
     async def _ticker(self) -> None:
         """The broker's one timer: message TTL and queue expiry for every queue."""
         bell = _Doorbell()
+        guard = _Guard("the timer (message TTL, queue expiry)")
         self.broker.on_timer_change(bell.ring)
         while True:
-            deadline = self.broker.next_deadline()
+            try:
+                deadline = self.broker.next_deadline()
+            except Exception:
+                guard.failed()
+                deadline = time.monotonic() + RETRY
             delay = 60.0 if deadline is None else max(0.0, deadline - time.monotonic())
             with anyio.move_on_after(delay):
                 await bell.wait()
-            self.broker.handle_timer(time.monotonic())
+            try:
+                self.broker.handle_timer(time.monotonic())
+            except Exception:  # the vhosts guard each queue: this is rarer still
+                guard.failed()
+                await anyio.sleep(RETRY)  # a failure that repeats must not spin
 
     async def _shutdown(self) -> None:
         for conn, bell in list(self._live.items()):
-            conn.close(320, SHUTDOWN_TEXT, now=anyio.current_time())
+            try:
+                conn.close(320, SHUTDOWN_TEXT, now=anyio.current_time())
+            except Exception:
+                log.exception("closing the connection from %s at shutdown failed", conn.peer)
             bell.ring()
         with anyio.move_on_after(1):
             while self._live:
                 await anyio.sleep(0.02)
 
     async def _handle(self, stream) -> None:
+        """One connection.  Never raises: an exception would end the listener's task
+        group, and with it the broker; a connection whose task fails is logged and
+        dropped (its socket closed), its clean-up still runs."""
+        peer = ("?", 0)
+        conn = None
         try:
-            peer = stream.extra(SocketAttribute.remote_address)
-            sock = stream.extra(SocketAttribute.raw_socket)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except Exception:
-            peer = ("?", 0)
-        conn = Connection(self.broker, peer, anyio.current_time())
-        bell, drained = _Doorbell(), _Doorbell()
-        conn.on_wakeup = bell.ring
-        self._live[conn] = bell
-        self._drained[conn] = drained
-        try:
+            try:
+                peer = stream.extra(SocketAttribute.remote_address)
+                sock = stream.extra(SocketAttribute.raw_socket)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except Exception:
+                pass
+            conn = Connection(self.broker, peer, anyio.current_time())
+            bell, drained = _Doorbell(), _Doorbell()
+            conn.on_wakeup = bell.ring
+            self._live[conn] = bell
+            self._drained[conn] = drained
             async with stream, anyio.create_task_group() as tg:
                 tg.start_soon(self._writer, conn, bell, drained, stream, tg.cancel_scope)
                 tg.start_soon(self._timer, conn, bell)
@@ -182,9 +237,13 @@ class Server:
         except Exception:  # one bad connection never takes the listener down
             log.exception("connection from %s failed", peer)
         finally:
-            conn.connection_lost()
-            self._live.pop(conn, None)
-            self._drained.pop(conn, None)
+            if conn is not None:
+                self._live.pop(conn, None)
+                self._drained.pop(conn, None)
+                try:
+                    conn.connection_lost()
+                except Exception:
+                    log.exception("cleaning up the connection from %s failed", peer)
 
     async def _reader(self, conn: Connection, bell: _Doorbell, drained: _Doorbell,
                       stream) -> None:

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import heapq
 import itertools
+import logging
 import time
 
 from . import errors
@@ -28,6 +29,10 @@ QUEUE_ARGS = ("x-queue-type", "x-message-ttl", "x-expires", "x-max-length",
               "x-dead-letter-strategy", "x-queue-master-locator", "x-queue-leader-locator")
 
 REPLY_TO = "amq.rabbitmq.reply-to"
+
+TIMER_RETRY = 1.0  # seconds: a queue whose timer step failed is tried again this much later
+
+log = logging.getLogger("amqpbroker.vhost")
 
 
 _INT_TYPES = {"byte", "unsignedbyte", "short", "unsignedshort", "signedint", "unsignedint",
@@ -463,7 +468,12 @@ class VirtualHost:
 
     def dead_letter(self, queue: Queue, msg: Message, reason: str) -> None:
         """Republish a message that died in ``queue`` to its dead-letter exchange, with the
-        x-death history RabbitMQ writes.  Queue deletion and expiry never come here."""
+        x-death history RabbitMQ writes.  Queue deletion and expiry never come here.
+
+        Returns once the dead letter is in every target queue (or dropped, as RabbitMQ, when
+        there is no DLX or no target); the caller then drops its copy, in the same store
+        batch.  Raises when it could not be placed: the caller keeps the message (a target
+        that took its copy before the failure keeps it: at least once)."""
         dlx = queue.args.dlx
         if dlx is None:
             return
@@ -475,7 +485,22 @@ class VirtualHost:
         targets = self.route(exchange, new, keys)
         if reason != "rejected":
             targets = [q for q in targets if not _is_cycle(q.name, history)]
-        self._deliver(targets, new)
+        now = self.clock()
+        accepted = []
+        try:
+            for q in targets:
+                if q.offer(new, now):
+                    accepted.append(q)
+        finally:
+            # the copies are stored: a failure in delivering them no longer concerns the
+            # source, so it is logged here, never raised to it
+            for q in accepted:
+                try:
+                    q.dispatch(now)
+                    q.after_publish(now)
+                except Exception:
+                    log.exception("delivering a dead letter in queue '%s' %s failed",
+                                  q.name, self._in())
 
     def _with_death(self, queue: Queue, msg: Message, reason: str):
         parts = split_properties(msg.props)
@@ -545,18 +570,25 @@ class VirtualHost:
         return self._timers[0][0] if self._timers else None
 
     def handle_timer(self, now: float) -> None:
-        """Expire messages (TTL) and idle queues (x-expires) whose time has come."""
+        """Expire messages (TTL) and idle queues (x-expires) whose time has come.  A queue
+        whose step fails is logged and tried again TIMER_RETRY later; the others go on."""
         timers = self._timers
         while timers and timers[0][0] <= now:
             deadline, _, q = heapq.heappop(timers)
             if q.deleted or q.scheduled != deadline:
                 continue  # superseded by an earlier wake-up
             q.scheduled = None
-            if q.idle_expired(now):
-                self.delete_queue(q)  # queue expiry never dead-letters
-                continue
-            q.expire(now)
-            nxt = q.next_deadline()
+            try:
+                if q.idle_expired(now):
+                    self.delete_queue(q)  # queue expiry never dead-letters
+                    continue
+                q.expire(now)
+                nxt = q.next_deadline()
+            except Exception:
+                log.exception("the timer of queue '%s' %s failed", q.name, self._in())
+                if q.deleted:
+                    continue
+                nxt = now + TIMER_RETRY
             if nxt is not None:
                 self._schedule(q, max(nxt, now))
 

@@ -18,6 +18,9 @@ Checked:
 - a message settled (acked / rejected) more than SETTLE_MARGIN seconds before a kill never
   comes back; the number settled just before a kill that came back is printed.
 
+test_sigkill_while_dead_lettering (below) kills the broker while messages are being
+dead-lettered, in each of the four ways.
+
 CRASH_ROUNDS (default 3) sets the number of kills; CRASH_SEED the random seed.
 """
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
 import struct
 import tempfile
 import threading
@@ -296,3 +300,178 @@ def test_sigkill_loses_no_confirmed_message():
     assert not lost_work, f"confirmed but never delivered: {sorted(lost_work)[:20]}"
     assert not lost_dead, f"rejected but never dead-lettered: {sorted(lost_dead)[:20]}"
     assert len(st.confirmed) > 50 * ROUNDS, "the workload hardly ran"
+
+
+# ====================================================================== dead-lettering
+#
+# Rounds that kill the broker while messages are being dead-lettered, one way per test:
+# TTL expiry, reject (requeue=false), length limit (drop-head) and delivery limit, from a
+# durable source queue through a durable fanout DLX into two durable targets, with
+# persistent confirmed messages.  After the restart every confirmed message must be in its
+# source or in BOTH targets (lost: neither, or one target only).  The store commits a dead
+# letter's removal from the source and its copies in one transaction, so at-least-once is
+# in fact exactly-once here: a message in its source and in a target, or twice in one queue,
+# fails the test too.  Each way runs max(1, CRASH_ROUNDS // 3) rounds, a fresh broker each.
+
+DL_ROUNDS = max(1, ROUNDS // 3)
+DL_SRC, DL_FAN, DL_T1, DL_T2 = "dl-src", "dl-fan", "dl-t1", "dl-t2"
+DL_WAYS = {
+    # source arguments (besides the DLX) and what its consumer does
+    "ttl": ({"x-message-ttl": 20}, None),
+    "reject": ({}, "reject"),
+    "maxlen": ({"x-max-length": 10}, None),
+    "delivery_limit": ({"x-delivery-limit": 1}, "nack"),
+}
+
+
+def dl_declare(port: int, way: str) -> None:
+    conn = connect(port)
+    ch = conn.channel()
+    ch.exchange_declare(DL_FAN, "fanout", durable=True)
+    for t in (DL_T1, DL_T2):
+        ch.queue_declare(t, durable=True)
+        ch.queue_bind(t, DL_FAN, "")
+    ch.queue_declare(DL_SRC, durable=True,
+                     arguments={"x-dead-letter-exchange": DL_FAN, **DL_WAYS[way][0]})
+    conn.close()
+
+
+def dl_publisher(port: int, index: int, confirmed: set, published: set, lock,
+                 stop_ev: threading.Event, rng: random.Random) -> None:
+    n = 0
+    try:
+        conn = connect(port)
+        ch = conn.channel()
+        ch.confirm_delivery()
+        while not stop_ev.is_set():
+            n += 1
+            mid = f"dl-{index}-{n}"
+            with lock:
+                published.add(mid)
+            ch.basic_publish("", DL_SRC, make_body(mid, rng),
+                             pika.BasicProperties(delivery_mode=2, message_id=mid))
+            with lock:
+                confirmed.add(mid)
+    except (pika.exceptions.AMQPError, ConnectionError, OSError):
+        pass
+
+
+def dl_consumer(port: int, action: str, settled: list, stop_ev: threading.Event) -> None:
+    try:
+        conn = connect(port)
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=20)
+        for method, _props, _body in ch.consume(DL_SRC, inactivity_timeout=0.1):
+            if stop_ev.is_set():
+                break
+            if method is None:
+                continue
+            time.sleep(0.003)  # slower than the publishers: a backlog is in the source too
+            if action == "reject":
+                ch.basic_reject(method.delivery_tag, requeue=False)
+            else:
+                ch.basic_nack(method.delivery_tag, requeue=True)
+            settled.append(1)
+    except (pika.exceptions.AMQPError, ConnectionError, OSError):
+        pass
+
+
+def dl_collect(port: int) -> dict[str, list[str]]:
+    """Every message left in each queue (their ids, repeats kept), consumed with no-ack."""
+    conn = connect(port)
+    ch = conn.channel()
+    found = {}
+    for q in (DL_SRC, DL_T1, DL_T2):
+        expected = ch.queue_declare(q, passive=True).method.message_count
+        got = []
+        for method, props, body in ch.consume(q, auto_ack=True, inactivity_timeout=1.0):
+            if method is None:
+                break
+            mid = parse_body(body)
+            assert mid is not None and props.message_id == mid, f"{q}: corrupt {body[:40]!r}"
+            if q != DL_SRC:
+                assert (props.headers or {}).get("x-death"), f"{q}: {mid} without x-death"
+            got.append(mid)
+            if len(got) >= expected:
+                break
+        ch.cancel()
+        found[q] = got
+    conn.close()
+    return found
+
+
+def dl_round(way: str, rng: random.Random) -> dict:
+    data_dir = tempfile.mkdtemp(prefix="amqpbroker-crash-dl-")
+    lock = threading.Lock()
+    confirmed: set[str] = set()
+    published: set[str] = set()
+    settled: list = []
+    proc, port = start_amqpbroker(data_dir=data_dir)
+    try:
+        dl_declare(port, way)
+        stop_ev = threading.Event()
+        threads = [threading.Thread(target=dl_publisher,
+                                    args=(port, i, confirmed, published, lock, stop_ev,
+                                          random.Random(rng.random())), daemon=True)
+                   for i in range(2)]
+        action = DL_WAYS[way][1]
+        if action:
+            threads.append(threading.Thread(target=dl_consumer,
+                                            args=(port, action, settled, stop_ev), daemon=True))
+        for t in threads:
+            t.start()
+        time.sleep(rng.uniform(0.5, 2.0))
+        proc.kill()   # SIGKILL, while dead-lettering goes on
+        proc.wait(10)
+        stop_ev.set()
+        for t in threads:
+            t.join(10)
+        proc, port = start_amqpbroker(data_dir=data_dir)
+        if way == "ttl":  # what is left in the source expires after the restart
+            conn = connect(port)
+            deadline = time.monotonic() + 10
+            while conn.channel().queue_declare(DL_SRC, passive=True).method.message_count \
+                    and time.monotonic() < deadline:
+                time.sleep(0.1)
+            conn.close()
+        found = dl_collect(port)
+        stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    where = {q: set(ids) for q, ids in found.items()}
+    in_src = {m for m in confirmed if m in where[DL_SRC]}
+    in_both = {m for m in confirmed if m in where[DL_T1] and m in where[DL_T2]}
+    return {
+        "confirmed": len(confirmed),
+        "in_source": len(in_src - in_both),
+        "in_every_target": len(in_both - in_src),
+        "lost": sorted(confirmed - in_src - in_both),
+        "half": sorted((confirmed & (where[DL_T1] ^ where[DL_T2])) - in_src),
+        "source_and_target": sorted(in_src & (where[DL_T1] | where[DL_T2])),
+        "repeated": sum(len(ids) - len(set(ids)) for ids in found.values()),
+        "unconfirmed_found": len((where[DL_T1] | where[DL_SRC]) - confirmed),
+        "settled_by_consumer": len(settled),
+    }
+
+
+@pytest.mark.parametrize("way", list(DL_WAYS))
+def test_sigkill_while_dead_lettering(way):
+    seed = SEED + list(DL_WAYS).index(way)
+    rng = random.Random(seed)
+    totals: dict = {}
+    for _ in range(DL_ROUNDS):
+        r = dl_round(way, rng)
+        for k, v in r.items():
+            totals[k] = totals.get(k, 0) + (len(v) if isinstance(v, list) else v)
+        assert not r["lost"], f"{way}: confirmed, in neither source nor targets: {r['lost'][:10]}"
+        assert not r["half"], f"{way}: in one target only: {r['half'][:10]}"
+        assert not r["source_and_target"], \
+            f"{way}: in the source and a target: {r['source_and_target'][:10]}"
+        assert not r["repeated"], f"{way}: {r['repeated']} messages twice in one queue"
+        assert r["in_every_target"] > 0, f"{way}: nothing was dead-lettered before the kill"
+    print(f"\ncrash test, dead-lettering by {way}: seed {seed}, {DL_ROUNDS} SIGKILL rounds; "
+          + ", ".join(f"{k} {v}" for k, v in totals.items()))
+    assert totals["confirmed"] > 20 * DL_ROUNDS, "the workload hardly ran"
