@@ -202,6 +202,13 @@ def access_request_ok(channel: int) -> bytes:
     return _frame_hdr.pack(FRAME_METHOD, channel, len(payload)) + payload + b"\xce"
 
 
+def channel_open_ok(channel: int) -> bytes:
+    """Channel.Open-Ok with an empty reserved channel-id longstr, as RabbitMQ sends (pamqp
+    insists on "0"; amqp-client.js's AMQPSession hangs on that)."""
+    payload = b"\x00\x14\x00\x0b\x00\x00\x00\x00"
+    return _frame_hdr.pack(FRAME_METHOD, channel, len(payload)) + payload + b"\xce"
+
+
 def decode_method(payload: bytes):
     """Decode a method frame's payload into a method object.
 
