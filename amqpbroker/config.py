@@ -367,10 +367,13 @@ def check_hosts(hosts: tuple[str, ...], path: str, lines: dict | None = None) ->
     (a second listener on the same address and port could never bind)."""
     if not hosts:
         raise ConfigError(f"{path}: expected at least one host")
+    flag = path.startswith("--")  # the command line: no index to name
     for i, host in enumerate(hosts):
         if not _is_host(host):
-            raise ConfigError(f"{path}[{i}]: expected an IP address or a host name, "
-                              f"got {_show(host)}")
+            raise ConfigError(f"{path if flag else f'{path}[{i}]'}: expected an IP address "
+                              f"or a host name, got {_show(host)}")
+        if flag and host in hosts[:i]:
+            raise ConfigError(f"{path}: duplicate host {host!r}")
     _duplicates(hosts, path, "host", lines or {})
 
 
