@@ -278,7 +278,8 @@ def _convert(value: typing.Any, tp: typing.Any, path: str) -> typing.Any:
     if origin is tuple:
         (item,) = typing.get_args(tp)[:1]
         if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {_show(value)}")
+            hint = " ([] for none)" if value is None else ""
+            raise ConfigError(f"{path}: expected a list, got {_show(value)}{hint}")
         return tuple(_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path)
@@ -314,6 +315,8 @@ def _convert(value: typing.Any, tp: typing.Any, path: str) -> typing.Any:
 
 def _build(cls: type, data: typing.Any, path: str) -> typing.Any:
     where = f"{path}: " if path else ""
+    if data is None and path and not path.endswith("]"):
+        data = {}  # a section whose keys are all commented out: its defaults
     if not isinstance(data, dict):
         raise ConfigError(f"{where}expected a mapping, got {_show(data)}")
     hints = typing.get_type_hints(cls)
@@ -394,6 +397,11 @@ def from_dict(data: typing.Any, lines: dict | None = None) -> Config:
             raise ConfigError(f"users[{i}].password_hash: expected base64 of a 4-byte salt and "
                               f"a SHA-256 digest, got {u.password_hash!r}")
     names = {u.name for u in cfg.users}
+    if "permissions" not in data and cfg.permissions and (
+            cfg.permissions[0].user not in names or cfg.permissions[0].vhost not in cfg.vhosts):
+        raise ConfigError("permissions: not set, and the default (user 'guest' on vhost '/') "
+                          "names a user or vhost this file does not have; set permissions "
+                          "([] for none)")
     for i, p in enumerate(cfg.permissions):
         if p.user not in names:
             raise ConfigError(f"permissions[{i}].user: expected one of the users, got {p.user!r}")

@@ -85,11 +85,13 @@ class Server:
             raise
         queued = sum(q.message_count for vh in self.broker.vhosts.values()
                      for q in vh.queues.values())
-        log.info("storage: %s%s; recovered %d queues, %d messages in %.2f s",
-                 config.storage.backend,
-                 f" at {config.storage.path}" if self.store.durable else "",
-                 sum(len(vh.queues) for vh in self.broker.vhosts.values()), queued,
-                 time.monotonic() - started)
+        # start-up lines wait until every step succeeded (serve() logs them), so that a
+        # mistake found at start is the only line on stderr
+        self._startup_log: list[tuple[int, str, tuple]] = [(
+            logging.INFO, "storage: %s%s; recovered %d queues, %d messages in %.2f s",
+            (config.storage.backend, f" at {config.storage.path}" if self.store.durable else "",
+             sum(len(vh.queues) for vh in self.broker.vhosts.values()), queued,
+             time.monotonic() - started))]
         self.ports: list[tuple[str, int]] = []
         self._listener = None
         self._live: dict[Connection, _Doorbell] = {}
@@ -119,15 +121,17 @@ class Server:
                     if listeners and ":" in host and (e.errno != errno.EADDRINUSE or
                                                       self.config.listen.port == 0):
                         # no IPv6 here (or, for port 0, its twin taken): IPv4 alone is fine
-                        log.warning("cannot listen on [%s]:%d: %s", host, port,
-                                    e.strerror or e)
+                        self._startup_log.append((logging.WARNING,
+                                                  "cannot listen on [%s]:%d: %s",
+                                                  (host, port, e.strerror or e)))
                         continue
                     raise _bind_error(i, host, port, e) from None
                 for sub in lst.listeners:
                     addr = sub.extra(SocketAttribute.local_address)
                     port = addr[1]  # port 0: the others bind the port the first one got
                     shown = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
-                    log.info("listening on %s:%d", shown, addr[1])
+                    self._startup_log.append((logging.INFO, "listening on %s:%d",
+                                              (shown, addr[1])))
                     self.ports.append((addr[0], addr[1]))
                 listeners.append(lst)
         except BaseException:
@@ -141,6 +145,9 @@ class Server:
     async def serve(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
         await self.listen()
         multi = self._listener
+        for level, text, args in self._startup_log:
+            log.log(level, text, *args)
+        self._startup_log.clear()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._ticker)
             tg.start_soon(self._flusher)
