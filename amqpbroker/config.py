@@ -197,7 +197,10 @@ def _check_argument(value: typing.Any, path: str, depth: int = 0) -> None:
     if isinstance(value, str):
         _check_text(value, path)
         return
-    if isinstance(value, datetime.datetime):
+    if isinstance(value, datetime.datetime):  # an AMQP timestamp: unsigned seconds
+        stamp = value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+        if stamp.timestamp() < 0:
+            raise ConfigError(f"{path}: expected a timestamp from 1970 on, got {value}")
         return
     if isinstance(value, list):
         for i, item in enumerate(value):
