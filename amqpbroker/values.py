@@ -247,14 +247,19 @@ def encode_value(tag: str, value) -> bytes:
     raise ValueError(f"unknown field value type {tag!r}")
 
 
-def encode_table(table) -> bytes:
+_TAG_OF_NAME = {name: tag for tag, name in TYPE_NAMES.items() if tag != "L"}
+
+
+def encode_table(table, type_names: dict | None = None) -> bytes:
     """A table's encoding, length prefix included: the bytes received for a decoded
-    ``FieldTable``, else each value with its tag (kept or guessed)."""
+    ``FieldTable``, else each value with its tag (kept, named in ``type_names``, or
+    guessed)."""
     if not table:
         return b"\x00\x00\x00\x00"
     if isinstance(table, FieldTable) and table.raw is not None:
         return table.raw
-    tags = getattr(table, "tags", {})
+    tags = getattr(table, "tags", None) or {
+        k: _TAG_OF_NAME[n] for k, n in (type_names or {}).items() if n in _TAG_OF_NAME}
     body = b"".join(shortstr(k) + encode_value(tags.get(k) or guess_tag(v), v)
                     for k, v in table.items())
     return _u32.pack(len(body)) + body
