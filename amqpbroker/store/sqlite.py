@@ -98,6 +98,15 @@ def open_schema(db: sqlite3.Connection) -> None:
         raise
 
 
+def _encoded(kind: str, run: list) -> list:
+    """Message rows carry their names as text until the commit: BLOBs of their bytes."""
+    if kind == "m+":
+        return [(v, raw(q), seq, raw(x), raw(rk), *rest) for v, q, seq, x, rk, *rest in run]
+    if kind == "m-":
+        return [(v, raw(q), seq) for v, q, seq in run]
+    return run
+
+
 class SQLiteStore:
     durable = True
 
@@ -152,8 +161,8 @@ class SQLiteStore:
     def append(self, vhost: str, queue: str, seq: int, msg: Message, ttl: int | None) -> None:
         key = (vhost, queue, seq)
         self._inserts[key] = len(self._batch)
-        self._op("m+", (vhost, raw(queue), seq, raw(msg.exchange), raw(msg.routing_key),
-                        msg.props, msg.body,
+        # names stay text here (the per-message path): _commit encodes them, in the worker
+        self._op("m+", (vhost, queue, seq, msg.exchange, msg.routing_key, msg.props, msg.body,
                         json.dumps(msg.cc) if msg.cc else None,
                         json.dumps(msg.bcc) if msg.bcc else None,
                         None if ttl is None else time.time() + ttl / 1000))
@@ -164,7 +173,7 @@ class SQLiteStore:
             self._batch[index] = None
             self.gen += 1
             return
-        self._op("m-", (vhost, raw(queue), seq))
+        self._op("m-", (vhost, queue, seq))
 
     # ------------------------------------------------------------------ sync
 
@@ -213,12 +222,12 @@ class SQLiteStore:
                     continue
                 kind, params = op
                 if kind != run_kind and run:
-                    db.executemany(SQL[run_kind], run)
+                    db.executemany(SQL[run_kind], _encoded(run_kind, run))
                     run = []
                 run_kind = kind
                 run.append(params)
             if run:
-                db.executemany(SQL[run_kind], run)
+                db.executemany(SQL[run_kind], _encoded(run_kind, run))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
