@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from . import errors
+from . import errors, values
 from .topictrie import DestSet, TopicTrie
 
 
@@ -191,36 +191,45 @@ _X_MATCH = ("all", "any", "all-with-x", "any-with-x")
 
 
 def header_value_equal(a, b) -> bool:
-    """RabbitMQ compares header values by value, ignoring the numeric type (1 == 1.0), but
-    a boolean never equals a number (true != 1)."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    num = (int, float, Decimal)
-    if isinstance(a, num) and isinstance(b, num):
-        return a == b
-    if isinstance(a, bytes) and isinstance(b, str):
-        b = b.encode()
-    elif isinstance(a, str) and isinstance(b, bytes):
-        a = a.encode()
-    if type(a) is not type(b) and not (isinstance(a, dict) and isinstance(b, dict)):
-        return False
-    return a == b
+    """RabbitMQ 3.10's ``PV == DV`` (rabbit_exchange_type_headers): Erlang's ``==`` on the
+    decoded values, see ``values.erl_term``: numbers by value whatever their wire type
+    (1 as I == 1 as l == 1.0 as d; 0.1 as f != 0.1 as d), a boolean only equals a boolean,
+    a longstr equals a byte array with the same bytes; inside tables and arrays the types
+    must agree too.  ``a``, ``b``: (tag, value) as ``FieldTable.typed`` gives, or plain
+    decoded values (their wire type guessed)."""
+    def term(v):
+        if not (isinstance(v, tuple) and len(v) == 2 and v[0] in values.TYPE_NAMES):
+            v = (values.guess_tag(v), v)
+        return values.erl_term(v)
+    return term(a) == term(b)
 
 
 def headers_match(args: dict, headers: dict | None) -> bool:
+    """RabbitMQ 3.10's headers_match: ``x-match`` (a longstr, else ``all``) picks all/any,
+    ``-with-x`` also compares the ``x-`` keys; a void binding value matches presence."""
+    tags = getattr(args, "tags", {})
     mode = args.get("x-match", "all")
-    if isinstance(mode, bytes):
-        mode = mode.decode(errors="replace")
-    with_x = mode.endswith("-with-x")
+    if tags.get("x-match", "S") != "S" or not isinstance(mode, str):
+        mode = "all"
+    with_x = mode in ("all-with-x", "any-with-x")
+    want_all = mode not in ("any", "any-with-x")
     headers = headers or {}
-    want_all = mode.startswith("all")
+    htags = getattr(headers, "tags", {})
     for k, v in args.items():
         if k == "x-match" or (not with_x and k.startswith("x-")):
             continue
-        if v is None:  # void: the header only has to be present
-            ok = k in headers
+        tag = tags.get(k) or values.guess_tag(v)
+        if k not in headers:
+            ok = False
+        elif tag == "V":  # void: the header only has to be present
+            ok = True
         else:
-            ok = k in headers and header_value_equal(v, headers[k])
+            hv = headers[k]
+            htag = htags.get(k) or values.guess_tag(hv)
+            if htag == tag and tag not in "AFD":  # the usual case: same scalar type
+                ok = hv == v
+            else:
+                ok = header_value_equal((tag, v), (htag, hv))
         if want_all and not ok:
             return False
         if ok and not want_all:

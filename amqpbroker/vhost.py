@@ -510,7 +510,7 @@ class VirtualHost:
                                                (msg.routing_key, *msg.cc)]))]
             if F_EXPIRATION in parts:
                 raw = parts[F_EXPIRATION]
-                entry.insert(0, ("original-expiration", v_str(raw[1:].decode())))
+                entry.insert(0, ("original-expiration", v_str(raw[1:].decode("utf-8", "surrogateescape"))))
             found = v_table(entry)
         deaths = [found] + rest
         changes = {"x-death": v_array(deaths),

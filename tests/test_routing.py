@@ -203,7 +203,7 @@ def test_default_exchange_routes_by_queue_name():
     # values compare by value across numeric types, but a bool is not a number
     ({"a": 1}, {"a": 1.0}, True),
     ({"a": 1.0}, {"a": 1}, True),
-    ({"a": 1}, {"a": Decimal(1)}, True),
+    ({"a": 1}, {"a": Decimal(1)}, False),  # 3.10: a decimal is {scale, digits}, never a number
     ({"a": 2**40}, {"a": 2**40}, True),
     ({"a": True}, {"a": 1}, False),
     ({"a": 1}, {"a": True}, False),
