@@ -206,16 +206,15 @@ class VirtualHost:
             self._drop_binding(b)
 
     def _drop_binding(self, b: Binding) -> None:
-        """Remove a binding, then auto-delete an exchange that lost its last binding."""
-        if b.source.remove(b.key) is None:
+        """Remove a binding, then auto-delete its source if that was its last binding (as
+        RabbitMQ: bindings to an exchange do not keep it)."""
+        src = b.source
+        if src.remove(b.key) is None:
             return  # already gone (with its source or its destination)
-        dest = b.destination
-        if b.source.durable and dest.durable:
+        if src.durable and b.destination.durable:
             self.store.delete_binding(self._binding_def(b))
-        for ex in (b.source, dest):
-            if isinstance(ex, Exchange) and ex.auto_delete and not ex.deleted and \
-                    not ex.bindings and not ex.incoming:
-                self._remove_exchange(ex)
+        if src.auto_delete and not src.deleted and not src.bindings:
+            self._remove_exchange(src)
 
     def bind(self, source_name: str, dest, routing_key: str, arguments: dict) -> None:
         if source_name == "":

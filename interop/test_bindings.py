@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import aio_pika
 import pytest
 
 from aiopika_support import Session, drain, publish
@@ -86,3 +87,25 @@ async def test_deleting_a_queue_or_an_exchange_removes_its_bindings(broker):
         assert await drain(keep) == []
         await publish(ch, "", b"direct-to-mid", exchange=mid.name)
         assert await drain(keep) == [b"direct-to-mid"]
+
+
+async def test_auto_delete_follows_bindings_as_source_only(broker):
+    """RabbitMQ deletes an auto-delete exchange when it loses its last binding as the
+    source (unbind, its queue or destination exchange deleted); losing bindings as an e2e
+    destination does not delete it."""
+    async with Session(broker) as s:
+        ch = await s.channel()
+        src = await ch.declare_exchange(s.xname("src"), type="topic", auto_delete=True)
+        dst = await ch.declare_exchange(s.xname("dst"), type="fanout", auto_delete=True)
+        await dst.bind(src, "#")
+        await dst.unbind(src, "#")    # src lost its last binding, dst only an incoming one
+        await ch.declare_exchange(dst.name, type="fanout", passive=True, auto_delete=True)
+        with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+            await ch.declare_exchange(src.name, type="topic", passive=True)
+        ch = await s.channel()
+        dst = await ch.declare_exchange(dst.name, type="fanout", auto_delete=True)
+        src = await ch.declare_exchange(s.xname("src2"), type="topic", auto_delete=True)
+        await dst.bind(src, "a.*")
+        await dst.delete()            # src's last binding goes with its destination
+        with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+            await ch.declare_exchange(src.name, type="topic", passive=True)

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS queues (
 CREATE TABLE IF NOT EXISTS bindings (
     vhost TEXT NOT NULL, source BLOB NOT NULL, dest_kind TEXT NOT NULL,
     destination BLOB NOT NULL, routing_key BLOB NOT NULL, arguments BLOB NOT NULL,
-    PRIMARY KEY (vhost, source, dest_kind, destination, routing_key, arguments));
+    PRIMARY KEY (vhost, source, dest_kind, destination, routing_key, arguments))
+    WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
     vhost TEXT NOT NULL, queue BLOB NOT NULL, seq INTEGER NOT NULL, exchange BLOB NOT NULL,
     routing_key BLOB NOT NULL, props BLOB NOT NULL, body BLOB NOT NULL, cc TEXT,
@@ -148,6 +149,8 @@ class SQLiteStore:
         self._op("qm-", (vhost, raw(name)))
 
     def _binding_key(self, d: BindingDef) -> tuple:
+        # the primary key: a put or delete is one B-tree search (the table is WITHOUT ROWID,
+        # so there is no second B-tree to update)
         return (d.vhost, raw(d.source), d.dest_kind, raw(d.destination), raw(d.routing_key),
                 encode_table(d.arguments))
 
