@@ -207,9 +207,8 @@ class Connection:
             method = framing.decode_method(payload)
             cls = method.index >> 16
             if cls == 10:
-                raise errors.CommandInvalid(
-                    f"connection method {method.name} on channel {channel}",
-                    cls, method.index & 0xFFFF)
+                raise errors.CommandInvalid(  # RabbitMQ's text, not naming it
+                    "unimplemented method", cls, method.index & 0xFFFF)
             if ch is None:
                 self._no_channel_method(channel, method)
                 return
