@@ -11,7 +11,9 @@ AMQP_REFERENCE_URL is unset.
 Not covered, because the reference cannot be made to send them from a client: 320
 CONNECTION_FORCED (an operator's close or a shutdown), 541 INTERNAL_ERROR, 506
 RESOURCE_ERROR, Connection.Blocked (a resource alarm); 311, 313 and 402 are unused by
-RabbitMQ and 200 is never sent by the server.  An unknown method (class 60 method 999, or
+RabbitMQ and 200 is never sent by the server.  502 SYNTAX_ERROR neither: 3.10 answers
+undecodable method fields with 501 "cannot decode" (scripted) and a bad SASL response
+(PLAIN without NULs, AMQPLAIN without LOGIN) by resetting the socket.  An unknown method (class 60 method 999, or
 class 99) makes RabbitMQ 3.10 reset the socket without a Connection.Close (we send 503, as
 the issue allows); an unknown exchange type is 503 on 3.10 but a 406 channel error on
 3.13/4.2 (as ours, see README's rabbitmq_310_differs list): neither is in the script.
@@ -53,10 +55,12 @@ def frames(channel: int, *methods) -> bytes:
 
 
 def publish(channel: int, exchange: str, routing_key: str, body: bytes,
-            mandatory: bool = False) -> bytes:
+            mandatory: bool = False, frame_max: int = 131072) -> bytes:
+    chunk = frame_max - 8
     return frames(channel, C.Basic.Publish(exchange=exchange, routing_key=routing_key,
                                            mandatory=mandatory),
-                  pheader.ContentHeader(0, len(body), PROPERTIES), pbody.ContentBody(body))
+                  pheader.ContentHeader(0, len(body), PROPERTIES),
+                  *(pbody.ContentBody(body[i:i + chunk]) for i in range(0, len(body), chunk)))
 
 
 class ScriptError(AssertionError):
@@ -72,13 +76,13 @@ class Session:
         self.p = prefix
         self.timeout = 5.0 if strict else 2.0
 
-    async def connect(self, heartbeat: int = 0) -> "Conn":
+    async def connect(self, heartbeat: int = 0, frame_max: int = 131072) -> "Conn":
         c = Conn(self, await self.proxy.connect())
         await c.step(b"AMQP\x00\x00\x09\x01", 1)
         await c.step(frames(0, C.Connection.StartOk(
             client_properties=CLIENT_PROPERTIES, mechanism="PLAIN",
             response="\0guest\0guest", locale="en_US")), 1)
-        await c.step(frames(0, C.Connection.TuneOk(channel_max=2047, frame_max=131072,
+        await c.step(frames(0, C.Connection.TuneOk(channel_max=2047, frame_max=frame_max,
                                                    heartbeat=heartbeat),
                             C.Connection.Open(virtual_host="/")), 1)
         return c
@@ -237,6 +241,88 @@ async def soft_errors(s: Session) -> None:
     await c.soft_error(5, frames(5, C.Tx.Commit()))          # 406 not transactional
     await c.channel(6)
     await c.soft_error(6, frames(6, C.Queue.Bind(queue=f"{s.p}-nq", exchange="")))  # 403
+    q, x = f"{s.p}-sq", f"{s.p}-sx"
+    await c.channel(7)
+    await c.call(7, C.Queue.Declare(queue=q, exclusive=True,
+                                    arguments={"x-message-ttl": 100}))
+    await c.soft_error(7, frames(7, C.Queue.Declare(queue=q, exclusive=True)))  # 406 ttl
+    await c.channel(8)
+    await c.soft_error(8, frames(8, C.Queue.Declare(queue=q, exclusive=True, arguments={
+        "x-message-ttl": 200})))                                         # 406 inequivalent
+    await c.channel(9)
+    await c.call(9, C.Exchange.Declare(exchange=x, exchange_type="topic", auto_delete=True))
+    await c.call(9, C.Queue.Bind(queue=q, exchange=x, routing_key="a.#"))
+    await c.soft_error(9, frames(9, C.Exchange.Delete(exchange=x, if_unused=True)))  # 406
+    await c.channel(10)
+    await c.step(publish(10, "", q, b"full"), 0)
+    await c.soft_error(10, frames(10, C.Queue.Delete(queue=q, if_empty=True)))       # 406
+    await c.channel(11)
+    await c.soft_error(11, publish(11, f"{s.p}-nox", "k", b"lost"))                  # 404
+    await c.channel(12)
+    await c.call(12, C.Exchange.Declare(exchange=f"{s.p}-ix", exchange_type="fanout",
+                                        internal=True, auto_delete=True))
+    await c.soft_error(12, publish(12, f"{s.p}-ix", "k", b"internal"))               # 403
+    await c.channel(13)
+    await c.call(13, C.Tx.Select())
+    await c.soft_error(13, frames(13, C.Confirm.Select()))           # 406 tx to confirm
+    await c.channel(14)
+    await c.call(14, C.Confirm.Select())
+    await c.soft_error(14, frames(14, C.Tx.Select()))                # 406 confirm to tx
+    await c.channel(15)
+    await c.soft_error(15, frames(15, C.Basic.Consume(queue=f"{s.p}-missing")))      # 404
+    await c.channel(16)
+    await c.soft_error(16, frames(16, C.Queue.Bind(queue=q, exchange=f"{s.p}-nox")))  # 404
+    await c.channel(17)
+    await c.soft_error(17, frames(17, C.Basic.Reject(delivery_tag=5)))               # 406
+    await c.channel(18)
+    await c.soft_error(18, frames(18, C.Exchange.Delete(exchange="amq.direct")))     # 403
+    await c.channel(19)
+    await c.soft_error(19, frames(19, C.Queue.Declare(queue=f"{s.p}-bad", arguments={
+        "x-max-length": "ten"})))                                        # 406 invalid arg
+    await c.channel(20)
+    await c.soft_error(20, frames(20, C.Exchange.Declare(
+        exchange="amq.direct", exchange_type="fanout")))                 # 406 inequivalent
+    await c.channel(21)
+    await c.soft_error(21, frames(21, C.Queue.Declare(queue="amq.fid")))  # 403 reserved
+    await c.channel(22)
+    await c.soft_error(22, frames(22, C.Queue.Declare(queue="", passive=True)))      # 404
+    await c.close()
+
+
+async def more_basic(s: Session) -> None:
+    """Bodies split at a small frame_max, redeliveries, counts, no-ack consumers."""
+    c = await s.connect(frame_max=4096)
+    await c.channel(1)
+    q = f"{s.p}-mq"
+    await c.call(1, C.Queue.Declare(queue=q, exclusive=True))
+    for body in (b"x" * 10000, b"", b"small"):
+        await c.step(publish(1, "", q, body, frame_max=4096), 0)
+    # (no passive declare here: RabbitMQ's message count may not include publishes of the
+    # same channel yet; basic.get waits for them)
+    await c.call(1, C.Basic.Get(queue=q), 5)                         # get-ok, header, 3 bodies
+    await c.step(frames(1, C.Basic.Nack(delivery_tag=1, requeue=True)), 0)
+    await c.call(1, C.Basic.Get(queue=q), 2)                         # the empty body first
+    await c.step(frames(1, C.Basic.Reject(delivery_tag=2, requeue=False)), 0)
+    await c.call(1, C.Basic.Consume(queue=q, consumer_tag=f"{s.p}-a", no_ack=True), 9)
+    await c.call(1, C.Queue.Declare(queue=q, passive=True))          # 0 messages, 1 consumer
+    await c.call(1, C.Basic.Qos(prefetch_count=2, global_=True))
+    await c.close()
+
+
+async def access_and_amqplain(s: Session) -> None:
+    c = Conn(s, await s.proxy.connect())
+    await c.step(b"AMQP\x00\x00\x09\x01", 1)
+    table = C.Connection.StartOk(client_properties={"LOGIN": "guest", "PASSWORD": "guest"},
+                                 mechanism="AMQPLAIN", response="", locale="en_US")
+    login = pframe.marshal(table, 0)[11:-1]      # the client-properties table encoding
+    await c.step(frames(0, C.Connection.StartOk(
+        client_properties=CLIENT_PROPERTIES, mechanism="AMQPLAIN",
+        response=login[4:4 + struct.unpack_from(">I", login)[0]].decode(),
+        locale="en_US")), 1)
+    await c.step(frames(0, C.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=0),
+                        C.Connection.Open(virtual_host="/")), 1)
+    await c.channel(1)
+    await c.step(raw(1, 1, b"\x00\x1e\x00\x0a\x05/data\x1d"), 1)    # access.request-ok
     await c.close()
 
 
@@ -258,7 +344,7 @@ def raw(ftype: int, channel: int, payload: bytes, end: int = 0xCE) -> bytes:
 
 HARD_ERRORS = {
     "501 bad frame end": lambda s: raw(1, 1, b"\x00\x3c\x00\x0a\x00\x00\x00\x0a\x00", 0x00),
-    "502 truncated method": lambda s: raw(1, 1, b"\x00\x32\x00\x0a\x00\x00\x05ab"),
+    "501 truncated method": lambda s: raw(1, 1, b"\x00\x32\x00\x0a\x00\x00\x05ab"),
     "503 connection method on a channel": lambda s: frames(1, C.Connection.Open()),
     "504 channel not open": lambda s: frames(5, C.Basic.Qos(prefetch_count=1)),
     "504 second channel.open": lambda s: frames(1, C.Channel.Open()),
@@ -315,7 +401,8 @@ async def bad_protocol_header(s: Session) -> None:
     await c.raw.close()
 
 
-SCENARIOS = [connection_and_channel, exchanges_and_queues, basic, confirms, transactions,
+SCENARIOS = [connection_and_channel, exchanges_and_queues, basic, more_basic, confirms,
+             transactions, access_and_amqplain,
              cancel_on_delete, soft_errors, resource_locked, vhost_not_found, login_refused,
              bad_protocol_header] + [hard_error(n) for n in HARD_ERRORS]
 
@@ -404,6 +491,7 @@ def test_every_frame_byte_identical_to_rabbitmq(_amqpbroker):
 def test_silent_client_dropped_within_two_to_three_timeouts(broker):
     """Heartbeat 1 s, then silence: heartbeats every 0.5 s, the socket closed 2 to 3 s after
     the client's last byte (RabbitMQ 3.10: at 3.0 s), with no Connection.Close."""
+    # kept short: one timeout is 1 s
     sock = socket.create_connection((broker.host, broker.port))
     try:
         sock.settimeout(5)
@@ -430,7 +518,11 @@ def test_silent_client_dropped_within_two_to_three_timeouts(broker):
         now = time.monotonic() - last_byte
     finally:
         sock.close()
-    assert 2.0 < now < 3.5, now
+    # the last byte came with tune-ok, where both monitors start: the third receiver look
+    # (3 timeouts) is the first after two silent ones (our old rule dropped at 2 timeouts)
+    print(f"{broker.kind}: dropped {now:.2f} s after the last byte, heartbeats at "
+          + ", ".join(f"{b:.2f}" for b in beats))
+    assert 2.5 < now < 3.5, now
     assert b"\x00\x0a\x00\x32" not in data        # no Connection.Close
     assert len(beats) >= 4, beats                  # every half timeout
 
