@@ -10,8 +10,6 @@ so a dead-lettered message leaves its source and enters its targets atomically.
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
 import time
 
 import anyio
@@ -19,6 +17,7 @@ from pamqp import decode as pdecode
 from pamqp import encode as pencode
 
 from ..message import Message
+from . import sqlite_open
 from .base import BindingDef, ExchangeDef, QueueDef, Recovered, StoredMessage
 
 SCHEMA = """
@@ -65,12 +64,11 @@ class SQLiteStore:
     durable = True
 
     def __init__(self, directory: str):
-        os.makedirs(directory, exist_ok=True)
-        self.path = os.path.join(directory, "amqpbroker.sqlite3")
-        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        # a StoreError (one line naming the path) for a directory that is a file or not
+        # writable, a file that is not an intact database of ours
+        self.path = sqlite_open.prepare(directory)
+        self.db = sqlite_open.connect(self.path, SCHEMA)
+        self.lock: sqlite_open.DirectoryLock | None = None  # open_store() takes one
         self._batch: list = []
         self._inserts: dict[tuple, int] = {}  # pending message inserts: key -> batch index
         self._failed: list = []  # a batch whose commit failed, to be retried
@@ -210,6 +208,10 @@ class SQLiteStore:
         return r
 
     def close(self) -> None:
-        if self._batch or self._failed:
-            self.sync_blocking()
-        self.db.close()
+        try:
+            if self._batch or self._failed:
+                self.sync_blocking()
+            self.db.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
