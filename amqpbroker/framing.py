@@ -456,10 +456,11 @@ def basic_return(channel: int, reply_code: int, reply_text: str, exchange: str,
 
 
 def confirm(channel: int, delivery_tag: int, multiple: bool, ack: bool = True) -> bytes:
-    """Basic.Ack, or Basic.Nack with requeue=false, from the broker (publisher confirms)."""
+    """Basic.Ack, or Basic.Nack from the broker (publisher confirms); a nack has
+    requeue=true, as RabbitMQ's (its record's default)."""
     return b"".join((_frame_hdr.pack(FRAME_METHOD, channel, 13),
                      b"\x00\x3c\x00\x50" if ack else b"\x00\x3c\x00\x78",
-                     _tag_bit.pack(delivery_tag, multiple), b"\xce"))
+                     _tag_bit.pack(delivery_tag, multiple | (0 if ack else 2)), b"\xce"))
 
 
 def content_header_size(payload: bytes) -> tuple[int, int, bytes]:

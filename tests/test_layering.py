@@ -14,7 +14,7 @@ PKG = Path(__file__).resolve().parent.parent / "amqpbroker"
 # ARCHITECTURE.md).
 LAYERS = ["errors", "values", "yamlfile", "config", "framing", "methods", "message",
           "topictrie", "exchanges", "queues", "store", "vhost", "broker", "channel",
-          "connection", "server", "perf", "__main__"]
+          "heartbeat", "connection", "server", "perf", "__main__"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
 # the load tool is a client, not part of the broker: it drives asyncio (and uvloop) itself
