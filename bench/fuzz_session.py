@@ -159,7 +159,7 @@ async def session(pools, slot: int, r: random.Random, target, stats: Stats, samp
             stats.closes[f"{kind} {code}"] += 1
             stats.texts.setdefault(f"{kind} {code}", text)
             if sampler.add({"kind": kind, "code": code, "text": text, "class_id": cls,
-                            "method_id": mid, "handshake": fuzz_handshake,
+                            "method_id": mid, "handshake": fuzz_handshake, "slot": slot,
                             "data": bytes(sent).hex()}):
                 stats.samples += 1
         elif closed:
