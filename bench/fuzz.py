@@ -233,7 +233,14 @@ def main(argv=None) -> int:
     p.add_argument("--replay", help="samples.jsonl to replay against --url")
     p.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672/")
     p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--minimize", help="samples.jsonl to cut down in-process (see "
+                                      "fuzz_minimize.py): minimized.jsonl, sites.txt")
+    p.add_argument("--minimize-seconds", type=float, default=300.0)
     args = p.parse_args(argv)
+    if args.minimize:
+        from fuzz_minimize import run
+        run(args)
+        return 0
     if args.replay:
         from fuzz_replay import replay
         asyncio.run(replay(args))

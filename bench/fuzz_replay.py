@@ -107,7 +107,7 @@ async def _run_one(target, sample: dict, data: bytes) -> dict:
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
     except OSError as e:
-        return {"ours": f"{sample['kind']} {sample['code']}", "theirs": f"error {e}"}
+        return {"ours": ours(sample), "theirs": f"error {e}"}
     try:
         if not sample["handshake"]:
             writer.write(handshake(user, password, vhost))
@@ -123,7 +123,7 @@ async def _run_one(target, sample: dict, data: bytes) -> dict:
         text = text or str(e)
     finally:
         writer.close()
-    return {"ours": f"{sample['kind']} {sample['code']}", "ours_text": sample["text"],
+    return {"ours": ours(sample), "ours_text": sample["text"],
             "theirs": theirs, "theirs_text": text, "bytes": len(data),
             "handshake": sample["handshake"], "data": sample["data"]}
 
@@ -175,6 +175,10 @@ async def cleanup(target, queues: set, exchanges: set) -> None:
                                                            + b"\x00")
                        + method(n, 20, 40, u16(200) + ss(b"") + u32(0)))
         await session(target, b"".join(out))
+
+
+def ours(sample: dict) -> str:
+    return "eof" if sample["kind"] == "eof" else f"{sample['kind']} {sample['code']}"
 
 
 def report(results: list[dict]) -> str:

@@ -162,8 +162,12 @@ async def session(pools, slot: int, r: random.Random, target, stats: Stats, samp
                             "method_id": mid, "handshake": fuzz_handshake, "slot": slot,
                             "data": bytes(sent).hex()}):
                 stats.samples += 1
-        elif closed:
+        elif closed:   # closed without a Close (our broker, before Connection.Tune)
             stats.silent += 1
+            if sampler.add({"kind": "eof", "code": 0, "text": "", "class_id": 0,
+                            "method_id": 0, "handshake": fuzz_handshake, "slot": slot,
+                            "data": bytes(sent).hex()}):
+                stats.samples += 1
         try:
             if closed and closed[0] == "connection":
                 writer.write(method(0, 10, 51))
