@@ -272,15 +272,16 @@ def _utf8(b: bytes) -> bool:
         return False
 
 
-def plain(users):
-    return st.tuples(st.sampled_from([b"", b"guest"]), users, st.sampled_from([b"guest", b""])
-                     | no_nul).map(lambda t: (b"PLAIN", b"\x00".join(t)))
+def plain(users, passwords):
+    return st.tuples(st.sampled_from([b"", b"guest"]), users,
+                     st.sampled_from([b"guest", b""]) | passwords).map(
+        lambda t: (b"PLAIN", b"\x00".join(t)))
 
 
-# user names in any bytes (invalid UTF-8 too: RabbitMQ answers 403)
-plain_any_user = plain(odd_names)
+# user names and passwords in any bytes (invalid UTF-8 too: RabbitMQ answers 403)
+plain_any_user = plain(odd_names, no_nul)
 responses = st.one_of(
-    plain(odd_names.filter(_utf8)),
+    plain(odd_names.filter(_utf8), no_nul.filter(_utf8)),
     st.binary(max_size=20).filter(_utf8).map(lambda b: (b"PLAIN", b)),
     st.tuples(tables, mutations).map(lambda t: (b"AMQPLAIN", _mutate(t[0], t[1])[4:])),
     st.just((b"AMQPLAIN", table([(b"LOGIN", b"S" + ls(b"guest")),

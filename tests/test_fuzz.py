@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from amqpbroker.broker import Broker
 from amqpbroker.store.sqlite import SQLiteStore
-from tests.fuzz_strategies import (faulty, ls, method, mutate_payload,
+from tests.fuzz_strategies import (_mutate, faulty, ls, method, mutate_payload,
                                    mutations, odd_names, odd_value_props, payload_mutated,
                                    plain_any_user, plain_names, props_block, publish, responses,
                                    simple_tables, ss, structural_props, table, tables, u16,
@@ -307,10 +307,12 @@ def test_mutated_method_payloads_close_with_protocol_codes(steps):
 
 def handshake_case(props, response, channel_max, frame_max, heartbeat, vhost, ops, which):
     mech, resp = response
+    if which == 0:   # the client properties (the response is what the strategy made it)
+        props = _mutate(props, ops)
     steps = [method(0, 10, 11, props + ss(mech) + ls(resp) + ss(b"en_US")),
              method(0, 10, 31, u16(channel_max) + u32(frame_max) + u16(heartbeat)),
              method(0, 10, 40, ss(vhost) + ss(b"") + b"\x00"), method(0, 20, 10, b"\x00")]
-    if which < 3:
+    if 0 < which < 3:
         steps[which] = mutate_payload(steps[which], ops)
     w = World()
     try:
