@@ -8,6 +8,7 @@ from collections import OrderedDict
 from pamqp import commands as C
 
 from . import errors, framing
+from . import methods as M
 from .framing import Publish, Settle
 from .message import (F_HEADERS, F_REPLY_TO, Message, join_properties, sender_selected,
                       set_headers, shortstr, split_properties, v_long)
@@ -80,7 +81,9 @@ class Channel:
     # ------------------------------------------------------------------ output
 
     def send_method(self, method) -> None:
-        self.conn.send(framing.method_frame(self.number, method))
+        """A pamqp method object, or a field-less method of ``methods`` (class, method)."""
+        self.conn.send(M.simple(self.number, method) if type(method) is tuple
+                       else framing.method_frame(self.number, method))
 
     # ------------------------------------------------------------------ frames in
 
@@ -251,7 +254,7 @@ class Channel:
         self.reply_consumer = tag
         self.vhost.reply_to[self.reply_token] = self
         if not m.nowait:
-            self.send_method(C.Basic.ConsumeOk(consumer_tag=tag))
+            self.conn.send(M.consume_ok(self.number, tag))
 
     def _drop_reply_to(self) -> None:
         if self.reply_token is not None:
@@ -265,7 +268,7 @@ class Channel:
             raise errors.PreconditionFailed("cannot switch from confirm to tx mode", 90, 10)
         if self.tx is None:
             self.tx = []
-        self.send_method(C.Tx.SelectOk())
+        self.send_method(M.TX_SELECT_OK)
 
     def _tx_commit(self, m) -> None:
         if self.tx is None:
@@ -293,7 +296,7 @@ class Channel:
         if restored:
             merged = sorted([*self.unacked.items(), *restored])
             self.unacked = OrderedDict(merged)
-        self.send_method(C.Tx.RollbackOk())
+        self.send_method(M.TX_ROLLBACK_OK)
 
     def flush_confirms(self) -> None:
         """Write the confirms whose messages are durable (in order), coalescing runs with
@@ -306,7 +309,7 @@ class Channel:
         if self.commit_ok_gen is not None:
             if self.commit_ok_gen <= synced:
                 self.commit_ok_gen = None
-                self.send_method(C.Tx.CommitOk())
+                self.send_method(M.TX_COMMIT_OK)
             else:
                 self.conn.broker.waiting_sync.add(self)
         if not self.pending_confirm:
@@ -470,7 +473,7 @@ class Channel:
         """The consumer's queue was deleted: forget it, tell clients that understand."""
         if self.consumers.pop(c.tag, None) is not None and not self.closing and \
                 self.conn.client_caps.get("consumer_cancel_notify"):
-            self.send_method(C.Basic.Cancel(consumer_tag=c.tag, nowait=True))
+            self.conn.send(M.cancel(self.number, c.tag))
 
     # ------------------------------------------------------------------ methods
 
@@ -487,7 +490,7 @@ class Channel:
             raise errors.PreconditionFailed("cannot switch from tx to confirm mode", 85, 10)
         self.confirm = True
         if not m.nowait:
-            self.send_method(C.Confirm.SelectOk())
+            self.send_method(M.CONFIRM_SELECT_OK)
 
     def _basic_qos(self, m: C.Basic.Qos) -> None:
         if m.prefetch_size:
@@ -501,7 +504,7 @@ class Channel:
             self.prefetch_count = m.prefetch_count
             for c in self.consumers.values():
                 c.prefetch = m.prefetch_count
-        self.send_method(C.Basic.QosOk())
+        self.send_method(M.BASIC_QOS_OK)
         self._redispatch()
 
     def _basic_consume(self, m: C.Basic.Consume) -> None:
@@ -525,7 +528,7 @@ class Channel:
         c = Consumer(tag, self, q, m.no_ack, m.exclusive, priority, self.prefetch_count, args)
         self.consumers[tag] = c
         if not m.nowait:
-            self.send_method(C.Basic.ConsumeOk(consumer_tag=tag))  # before any deliver
+            self.conn.send(M.consume_ok(self.number, tag))  # before any deliver
         q.add_consumer(c)
         q.touch(self.vhost.clock())
         q.dispatch(self.vhost.clock())
@@ -535,7 +538,7 @@ class Channel:
             self._drop_reply_to()
         c = self.consumers.pop(m.consumer_tag, None)
         if not m.nowait:
-            self.send_method(C.Basic.CancelOk(consumer_tag=m.consumer_tag))
+            self.conn.send(M.cancel_ok(self.number, m.consumer_tag))
         if c is not None:
             self._remove_consumer(c)
 
@@ -547,7 +550,7 @@ class Channel:
         q.touch(now)
         qm = q.take(now)
         if qm is None:
-            self.send_method(C.Basic.GetEmpty())
+            self.send_method(M.BASIC_GET_EMPTY)
             return
         tag = self.next_tag
         self.next_tag = tag + 1
@@ -565,7 +568,7 @@ class Channel:
             raise errors.NotImplemented_("requeue=false", 60, m.index & 0xFFFF)
         touched = self.requeue_all()
         if m.name == "Basic.Recover":
-            self.send_method(C.Basic.RecoverOk())
+            self.send_method(M.BASIC_RECOVER_OK)
         self._redispatch(touched)
 
     def _exchange_declare(self, m: C.Exchange.Declare) -> None:
@@ -583,13 +586,13 @@ class Channel:
                                         m.auto_delete, m.internal, args,
                                         getattr(m, "arg_types", None))
         if not m.nowait:
-            self.send_method(C.Exchange.DeclareOk())
+            self.send_method(M.EXCHANGE_DECLARE_OK)
 
     def _exchange_delete(self, m: C.Exchange.Delete) -> None:
         self.check("configure", "exchange", m.exchange or "amq.default")
         self.vhost.delete_exchange(m.exchange, m.if_unused)
         if not m.nowait:
-            self.send_method(C.Exchange.DeleteOk())
+            self.send_method(M.EXCHANGE_DELETE_OK)
 
     def _exchange_bind(self, m) -> None:
         vh = self.vhost
@@ -603,13 +606,13 @@ class Channel:
             vh.get_exchange(m.source)
             vh.bind(m.source, dest, m.routing_key, m.arguments or {})
             if not m.nowait:
-                self.send_method(C.Exchange.BindOk())
+                self.send_method(M.EXCHANGE_BIND_OK)
         else:
             dest = vh.exchanges.get(m.destination)
             if dest is not None:
                 vh.unbind(m.source, dest, m.routing_key, m.arguments or {})
             if not m.nowait:
-                self.send_method(C.Exchange.UnbindOk())
+                self.send_method(M.EXCHANGE_UNBIND_OK)
 
     def _queue_declare(self, m: C.Queue.Declare) -> None:
         name = m.queue.replace("\r", "").replace("\n", "")
@@ -619,8 +622,7 @@ class Channel:
             token = name[len(REPLY_TO) + 1:]
             if name != REPLY_TO and token not in vh.reply_to:
                 raise errors.NotFound(f"no queue '{name}' in vhost '{vh.name}'")
-            self.send_method(C.Queue.DeclareOk(queue=name, message_count=0,
-                                               consumer_count=0))
+            self.conn.send(M.queue_declare_ok(self.number, name, 0, 0))
             return
         if not m.passive:
             # a server-named queue is checked under a generated amq.gen-... name, as RabbitMQ
@@ -642,8 +644,8 @@ class Channel:
             self.conn.exclusive_queues[q.name] = q
         self.last_queue = q.name
         if not m.nowait:
-            self.send_method(C.Queue.DeclareOk(queue=q.name, message_count=q.message_count,
-                                               consumer_count=len(q.consumers)))
+            self.conn.send(M.queue_declare_ok(self.number, q.name, q.message_count,
+                                              len(q.consumers)))
 
     def _queue_bind(self, m) -> None:
         vh = self.vhost
@@ -661,13 +663,13 @@ class Channel:
             vh.get_exchange(m.exchange)
             vh.bind(m.exchange, q, rk, m.arguments or {})
             if not m.nowait:
-                self.send_method(C.Queue.BindOk())
+                self.send_method(M.QUEUE_BIND_OK)
         else:
             q = vh.queues.get(name)
             if q is not None:
                 vh.check_exclusive(q, self.conn)
                 vh.unbind(m.exchange, q, rk, m.arguments or {})
-            self.send_method(C.Queue.UnbindOk())
+            self.send_method(M.QUEUE_UNBIND_OK)
 
     def _queue_purge(self, m: C.Queue.Purge) -> None:
         name = self._queue_name(m.queue)
@@ -675,7 +677,7 @@ class Channel:
         q = self.vhost.get_queue(name, self.conn)
         n = q.purge()
         if not m.nowait:
-            self.send_method(C.Queue.PurgeOk(message_count=n))
+            self.conn.send(M.queue_purge_ok(self.number, n))
 
     def _queue_delete(self, m: C.Queue.Delete) -> None:
         name = self._queue_name(m.queue)
@@ -698,7 +700,7 @@ class Channel:
         else:
             own = ()
         if not m.nowait:
-            self.send_method(C.Queue.DeleteOk(message_count=n))
+            self.conn.send(M.queue_delete_ok(self.number, n))
         for c in own:
             self.server_cancel(c)
 

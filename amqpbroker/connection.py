@@ -246,7 +246,7 @@ class Connection:
                     f"number of channels opened ({open_count}) has reached the negotiated "
                     f"channel_max ({self.channel_max})", 20, 10)
             self.channels[number] = Channel(self, number)
-            self.send(framing.method_frame(number, C.Channel.OpenOk()))
+            self.send(framing.channel_open_ok(number))
         elif method.name == "Channel.CloseOk":
             pass  # a late Close-Ok for a channel already gone
         elif method.name == "Channel.Close":
