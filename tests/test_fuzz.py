@@ -240,7 +240,6 @@ def test_malformed_properties_are_refused_or_harmless(props):
     lifecycle(props)
 
 
-@KNOWN_BROKEN
 @examples(60)
 @given(odd_value_props)
 def test_odd_property_values_are_refused_or_harmless(props):
@@ -281,7 +280,6 @@ def test_frame_faults_close_with_protocol_codes(steps):
     session(steps)
 
 
-@KNOWN_BROKEN
 @examples(150)
 @given(st.lists(units(odd_names, tables, valid_props), min_size=1, max_size=8))
 def test_odd_names_and_every_argument_type_close_with_protocol_codes(steps):
