@@ -215,7 +215,8 @@ class _Timer:
         per = [t / tenth * 1e6 for t in times]
         return {"ops": n, "total_s": round(time.monotonic() - t_all, 2),
                 "us_per_op_first_tenth": round(per[0], 1),
-                "us_per_op_last_tenth": round(per[-1], 1)}
+                "us_per_op_last_tenth": round(per[-1], 1),
+                "us_per_op_by_tenth": [round(x) for x in per]}
 
 
 def _bind_methods(kind: str, n: int, queues: int):
