@@ -8,6 +8,7 @@ from collections import OrderedDict
 from pamqp import commands as C
 
 from . import errors, framing
+from . import methods as M
 from .framing import Publish, Settle
 from .message import (F_HEADERS, F_REPLY_TO, Message, join_properties, sender_selected,
                       set_headers, shortstr, split_properties, v_long)
@@ -37,7 +38,6 @@ class Channel:
         self.flow = True
         self.confirm = False
         self.publish_seq = 0
-        self.confirmed_upto = 0       # highest publish seq already confirmed on the wire
         # (seq, ack?, store generation that must be durable first), not yet written
         self.pending_confirm: list[tuple[int, bool, int]] = []
         self.commit_ok_gen: int | None = None  # a Tx.CommitOk waiting for the store
@@ -80,7 +80,9 @@ class Channel:
     # ------------------------------------------------------------------ output
 
     def send_method(self, method) -> None:
-        self.conn.send(framing.method_frame(self.number, method))
+        """A pamqp method object, or a field-less method of ``methods`` (class, method)."""
+        self.conn.send(M.simple(self.number, method) if type(method) is tuple
+                       else framing.method_frame(self.number, method))
 
     # ------------------------------------------------------------------ frames in
 
@@ -251,7 +253,7 @@ class Channel:
         self.reply_consumer = tag
         self.vhost.reply_to[self.reply_token] = self
         if not m.nowait:
-            self.send_method(C.Basic.ConsumeOk(consumer_tag=tag))
+            self.conn.send(M.consume_ok(self.number, tag))
 
     def _drop_reply_to(self) -> None:
         if self.reply_token is not None:
@@ -265,7 +267,7 @@ class Channel:
             raise errors.PreconditionFailed("cannot switch from confirm to tx mode", 90, 10)
         if self.tx is None:
             self.tx = []
-        self.send_method(C.Tx.SelectOk())
+        self.send_method(M.TX_SELECT_OK)
 
     def _tx_commit(self, m) -> None:
         if self.tx is None:
@@ -293,7 +295,7 @@ class Channel:
         if restored:
             merged = sorted([*self.unacked.items(), *restored])
             self.unacked = OrderedDict(merged)
-        self.send_method(C.Tx.RollbackOk())
+        self.send_method(M.TX_ROLLBACK_OK)
 
     def flush_confirms(self) -> None:
         """Write the confirms whose messages are durable (in order), coalescing runs with
@@ -306,7 +308,7 @@ class Channel:
         if self.commit_ok_gen is not None:
             if self.commit_ok_gen <= synced:
                 self.commit_ok_gen = None
-                self.send_method(C.Tx.CommitOk())
+                self.send_method(M.TX_COMMIT_OK)
             else:
                 self.conn.broker.waiting_sync.add(self)
         if not self.pending_confirm:
@@ -319,24 +321,23 @@ class Channel:
         if cut < len(self.pending_confirm):
             self.conn.broker.waiting_sync.add(self)
         pending, self.pending_confirm = self.pending_confirm[:cut], self.pending_confirm[cut:]
-        i, n = 0, len(pending)
-        while i < n:
-            seq, ack, _gen = pending[i]
-            j = i
-            # a run of the same outcome, contiguous from the last confirmed seq
-            while j + 1 < n and pending[j + 1][1] == ack and \
-                    pending[j + 1][0] == pending[j][0] + 1:
-                j += 1
-            last = pending[j][0]
-            multiple = j > i and pending[i][0] == self.confirmed_upto + 1
-            if multiple or j == i:
-                self.conn.send(framing.confirm(self.number, last, multiple, ack))
-            else:
-                for k in range(i, j + 1):
-                    self.conn.send(framing.confirm(self.number, pending[k][0], False, ack))
-            if pending[i][0] == self.confirmed_upto + 1:
-                self.confirmed_upto = last
-            i = j + 1
+        # RabbitMQ's send_confirms / coalesce_and_send (rabbit_channel): a lone ack is
+        # single; otherwise the tags below the smallest still unconfirmed publish (and below
+        # the other outcome's tags) go as one multiple=true, the rest one by one; acks first
+        acks = [seq for seq, ack, _gen in pending if ack]
+        nacks = [seq for seq, ack, _gen in pending if not ack]
+        waiting = [self.pending_confirm[0][0]] if self.pending_confirm else []
+        for seqs, others, ack in ((acks, nacks, True), (nacks, acks, False)):
+            if not seqs:
+                continue
+            below = 0   # how many go as one multiple=true
+            if not ack or len(seqs) > 1:
+                cutoff = min([*(waiting or [seqs[-1] + 1]), *others])
+                below = sum(1 for seq in seqs if seq < cutoff)
+            if below:
+                self.conn.send(framing.confirm(self.number, seqs[below - 1], True, ack))
+            for seq in seqs[below:]:
+                self.conn.send(framing.confirm(self.number, seq, False, ack))
 
     # ------------------------------------------------------------------ permissions
 
@@ -470,7 +471,7 @@ class Channel:
         """The consumer's queue was deleted: forget it, tell clients that understand."""
         if self.consumers.pop(c.tag, None) is not None and not self.closing and \
                 self.conn.client_caps.get("consumer_cancel_notify"):
-            self.send_method(C.Basic.Cancel(consumer_tag=c.tag, nowait=True))
+            self.conn.send(M.cancel(self.number, c.tag))
 
     # ------------------------------------------------------------------ methods
 
@@ -487,7 +488,7 @@ class Channel:
             raise errors.PreconditionFailed("cannot switch from tx to confirm mode", 85, 10)
         self.confirm = True
         if not m.nowait:
-            self.send_method(C.Confirm.SelectOk())
+            self.send_method(M.CONFIRM_SELECT_OK)
 
     def _basic_qos(self, m: C.Basic.Qos) -> None:
         if m.prefetch_size:
@@ -501,7 +502,7 @@ class Channel:
             self.prefetch_count = m.prefetch_count
             for c in self.consumers.values():
                 c.prefetch = m.prefetch_count
-        self.send_method(C.Basic.QosOk())
+        self.send_method(M.BASIC_QOS_OK)
         self._redispatch()
 
     def _basic_consume(self, m: C.Basic.Consume) -> None:
@@ -525,7 +526,7 @@ class Channel:
         c = Consumer(tag, self, q, m.no_ack, m.exclusive, priority, self.prefetch_count, args)
         self.consumers[tag] = c
         if not m.nowait:
-            self.send_method(C.Basic.ConsumeOk(consumer_tag=tag))  # before any deliver
+            self.conn.send(M.consume_ok(self.number, tag))  # before any deliver
         q.add_consumer(c)
         q.touch(self.vhost.clock())
         q.dispatch(self.vhost.clock())
@@ -535,7 +536,7 @@ class Channel:
             self._drop_reply_to()
         c = self.consumers.pop(m.consumer_tag, None)
         if not m.nowait:
-            self.send_method(C.Basic.CancelOk(consumer_tag=m.consumer_tag))
+            self.conn.send(M.cancel_ok(self.number, m.consumer_tag))
         if c is not None:
             self._remove_consumer(c)
 
@@ -547,7 +548,7 @@ class Channel:
         q.touch(now)
         qm = q.take(now)
         if qm is None:
-            self.send_method(C.Basic.GetEmpty())
+            self.send_method(M.BASIC_GET_EMPTY)
             return
         tag = self.next_tag
         self.next_tag = tag + 1
@@ -565,7 +566,7 @@ class Channel:
             raise errors.NotImplemented_("requeue=false", 60, m.index & 0xFFFF)
         touched = self.requeue_all()
         if m.name == "Basic.Recover":
-            self.send_method(C.Basic.RecoverOk())
+            self.send_method(M.BASIC_RECOVER_OK)
         self._redispatch(touched)
 
     def _exchange_declare(self, m: C.Exchange.Declare) -> None:
@@ -583,13 +584,13 @@ class Channel:
                                         m.auto_delete, m.internal, args,
                                         getattr(m, "arg_types", None))
         if not m.nowait:
-            self.send_method(C.Exchange.DeclareOk())
+            self.send_method(M.EXCHANGE_DECLARE_OK)
 
     def _exchange_delete(self, m: C.Exchange.Delete) -> None:
         self.check("configure", "exchange", m.exchange or "amq.default")
         self.vhost.delete_exchange(m.exchange, m.if_unused)
         if not m.nowait:
-            self.send_method(C.Exchange.DeleteOk())
+            self.send_method(M.EXCHANGE_DELETE_OK)
 
     def _exchange_bind(self, m) -> None:
         vh = self.vhost
@@ -603,13 +604,13 @@ class Channel:
             vh.get_exchange(m.source)
             vh.bind(m.source, dest, m.routing_key, m.arguments or {})
             if not m.nowait:
-                self.send_method(C.Exchange.BindOk())
+                self.send_method(M.EXCHANGE_BIND_OK)
         else:
             dest = vh.exchanges.get(m.destination)
             if dest is not None:
                 vh.unbind(m.source, dest, m.routing_key, m.arguments or {})
             if not m.nowait:
-                self.send_method(C.Exchange.UnbindOk())
+                self.send_method(M.EXCHANGE_UNBIND_OK)
 
     def _queue_declare(self, m: C.Queue.Declare) -> None:
         name = m.queue.replace("\r", "").replace("\n", "")
@@ -619,8 +620,7 @@ class Channel:
             token = name[len(REPLY_TO) + 1:]
             if name != REPLY_TO and token not in vh.reply_to:
                 raise errors.NotFound(f"no queue '{name}' in vhost '{vh.name}'")
-            self.send_method(C.Queue.DeclareOk(queue=name, message_count=0,
-                                               consumer_count=0))
+            self.conn.send(M.queue_declare_ok(self.number, name, 0, 0))
             return
         if not m.passive:
             # a server-named queue is checked under a generated amq.gen-... name, as RabbitMQ
@@ -642,8 +642,8 @@ class Channel:
             self.conn.exclusive_queues[q.name] = q
         self.last_queue = q.name
         if not m.nowait:
-            self.send_method(C.Queue.DeclareOk(queue=q.name, message_count=q.message_count,
-                                               consumer_count=len(q.consumers)))
+            self.conn.send(M.queue_declare_ok(self.number, q.name, q.message_count,
+                                              len(q.consumers)))
 
     def _queue_bind(self, m) -> None:
         vh = self.vhost
@@ -661,13 +661,13 @@ class Channel:
             vh.get_exchange(m.exchange)
             vh.bind(m.exchange, q, rk, m.arguments or {})
             if not m.nowait:
-                self.send_method(C.Queue.BindOk())
+                self.send_method(M.QUEUE_BIND_OK)
         else:
             q = vh.queues.get(name)
             if q is not None:
                 vh.check_exclusive(q, self.conn)
                 vh.unbind(m.exchange, q, rk, m.arguments or {})
-            self.send_method(C.Queue.UnbindOk())
+            self.send_method(M.QUEUE_UNBIND_OK)
 
     def _queue_purge(self, m: C.Queue.Purge) -> None:
         name = self._queue_name(m.queue)
@@ -675,7 +675,7 @@ class Channel:
         q = self.vhost.get_queue(name, self.conn)
         n = q.purge()
         if not m.nowait:
-            self.send_method(C.Queue.PurgeOk(message_count=n))
+            self.conn.send(M.queue_purge_ok(self.number, n))
 
     def _queue_delete(self, m: C.Queue.Delete) -> None:
         name = self._queue_name(m.queue)
@@ -698,7 +698,7 @@ class Channel:
         else:
             own = ()
         if not m.nowait:
-            self.send_method(C.Queue.DeleteOk(message_count=n))
+            self.conn.send(M.queue_delete_ok(self.number, n))
         for c in own:
             self.server_cancel(c)
 

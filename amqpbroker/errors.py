@@ -21,9 +21,9 @@ class AMQPError(Exception):
     @property
     def reply_text(self) -> str:
         text = f"{self.name} - {self.explanation}" if self.explanation else self.name
-        encoded = text.encode("utf-8")
-        if len(encoded) > 255:  # a shortstr: RabbitMQ truncates too
-            text = encoded[:255].decode("utf-8", "ignore")
+        encoded = text.encode("utf-8", "surrogateescape")  # names may hold any bytes
+        if len(encoded) > 255:  # a shortstr: as RabbitMQ, the first 252 bytes and "..."
+            text = (encoded[:252] + b"...").decode("utf-8", "surrogateescape")
         return text
 
 

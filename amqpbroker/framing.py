@@ -11,9 +11,9 @@ from __future__ import annotations
 import struct
 
 from pamqp import commands, encode
-from pamqp import decode as pdecode
 
-from . import errors
+from . import errors, values
+from .values import TYPE_NAMES, shortstr, text  # noqa: F401  (re-exported)
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT = 1, 2, 3, 8
@@ -114,7 +114,7 @@ def table_items(raw: bytes) -> list[tuple[str, bytes]]:
     items, pos = [], 4
     while pos < end:
         n = raw[pos]
-        key = raw[pos + 1:pos + 1 + n].decode("utf-8", "replace")
+        key = text(raw[pos + 1:pos + 1 + n])
         pos += 1 + n
         vend = _value_end(raw, pos)
         items.append((key, raw[pos:vend]))
@@ -132,20 +132,6 @@ def array_items(tagged: bytes) -> list[bytes]:
         pos = vend
     return items
 
-
-
-TYPE_NAMES = {"t": "bool", "b": "byte", "B": "unsignedbyte", "s": "short",
-              "u": "unsignedshort", "I": "signedint", "i": "unsignedint", "l": "long",
-              "f": "float", "d": "double", "D": "decimal", "S": "longstr", "x": "binary",
-              "A": "array", "T": "timestamp", "F": "table", "V": "void"}
-
-
-def table_types(raw: bytes, offset: int) -> dict[str, str]:
-    """{key: RabbitMQ type name} of the field table encoded at ``raw[offset:]``."""
-    try:
-        return {k: TYPE_NAMES.get(chr(v[0]), "?") for k, v in table_items(raw[offset:])}
-    except Exception:
-        return {}
 
 
 # --------------------------------------------------------------------------- decoding
@@ -202,6 +188,13 @@ def access_request_ok(channel: int) -> bytes:
     return _frame_hdr.pack(FRAME_METHOD, channel, len(payload)) + payload + b"\xce"
 
 
+def channel_open_ok(channel: int) -> bytes:
+    """Channel.Open-Ok with an empty reserved channel-id longstr, as RabbitMQ sends (pamqp
+    insists on "0"; amqp-client.js's AMQPSession hangs on that)."""
+    payload = b"\x00\x14\x00\x0b\x00\x00\x00\x00"
+    return _frame_hdr.pack(FRAME_METHOD, channel, len(payload)) + payload + b"\xce"
+
+
 def decode_method(payload: bytes):
     """Decode a method frame's payload into a method object.
 
@@ -217,10 +210,11 @@ def decode_method(payload: bytes):
                 return pub
             pos = 6  # skip the reserved ticket
             n = payload[pos]
-            exchange = payload[pos + 1: pos + 1 + n].decode()
+            # not checked for UTF-8 (RabbitMQ checks no shortstr of a content method)
+            exchange = payload[pos + 1: pos + 1 + n].decode("utf-8", "surrogateescape")
             pos += 1 + n
             n = payload[pos]
-            routing_key = payload[pos + 1: pos + 1 + n].decode()
+            routing_key = payload[pos + 1: pos + 1 + n].decode("utf-8", "surrogateescape")
             pos += 1 + n
             bits = payload[pos]
             pub = Publish(exchange, routing_key, bool(bits & 1), bool(bits & 2),
@@ -236,7 +230,7 @@ def decode_method(payload: bytes):
         if index == BASIC_REJECT:
             tag = _u64.unpack_from(payload, 4)[0]
             return Settle(index, tag, False, bool(payload[12] & 1))
-    except (IndexError, struct.error, UnicodeDecodeError):
+    except (IndexError, struct.error):
         raise errors.SyntaxError_("malformed method frame") from None
     if index == ACCESS_REQUEST:  # deprecated, not in pamqp 4, still sent by old clients
         return AccessRequest()
@@ -247,21 +241,88 @@ def decode_method(payload: bytes):
             index >> 16, index & 0xFFFF)
     method = cls.__new__(cls)
     try:
-        method.unmarshal(payload[4:])
-    except Exception:  # pamqp raises struct.error, ValueError, IndexError, ...
+        _unmarshal(method, _fields(cls), payload)
+    except errors.AMQPError:
+        raise
+    except (IndexError, struct.error):
         raise errors.SyntaxError_(f"malformed method frame for {cls.name}",
                                   index >> 16, index & 0xFFFF) from None
-    if index == QUEUE_DECLARE:  # reserved short, queue, bits, arguments
-        method.arg_types = table_types(payload, 8 + payload[6])
-    elif index == EXCHANGE_DECLARE:  # reserved short, exchange, type, bits, arguments
-        n = payload[6]
-        method.arg_types = table_types(payload, 9 + n + payload[7 + n])
+    if index == QUEUE_DECLARE or index == EXCHANGE_DECLARE:
+        method.arg_types = method.arguments.type_names()
     return method
 
 
-def decode_properties(props: bytes) -> commands.Basic.Properties:
-    """Decode raw property bytes (flags word first) into pamqp Basic.Properties."""
-    p = commands.Basic.Properties()
+_field_specs: dict[type, tuple] = {}
+
+
+def _fields(cls) -> tuple:
+    spec = _field_specs.get(cls)
+    if spec is None:
+        spec = _field_specs[cls] = tuple((n, cls.amqp_type(n)) for n in cls.__slots__)
+    return spec
+
+
+_INT_FIELDS = {"octet": struct.Struct(">B"), "short": _u16, "long": _u32,
+               "longlong": _u64, "timestamp": _u64}
+
+
+def _unmarshal(method, spec: tuple, payload: bytes) -> None:
+    """Decode a method's fields losslessly: shortstrs as surrogate-escaped text (checked
+    for UTF-8 as RabbitMQ checks the shortstrs of methods without content), longstrs as
+    bytes, tables as FieldTables."""
+    pos, bit, byte = 4, 8, 0
+    for name, t in spec:
+        if t == "bit":
+            if bit == 8:
+                byte, bit = payload[pos], 0
+                pos += 1
+            value = bool(byte >> bit & 1)
+            bit += 1
+        else:
+            bit = 8
+            if t == "shortstr":
+                n = payload[pos]
+                b = payload[pos + 1:pos + 1 + n]
+                if len(b) != n:
+                    raise IndexError
+                if not values.utf8_ok(b):
+                    raise errors.FrameError("Malformed UTF-8 in shortstr")
+                value = text(b)
+                pos += 1 + n
+            elif t == "table":
+                value, pos = values.decode_table(payload, pos)
+            elif t == "longstr":
+                n = _u32.unpack_from(payload, pos)[0]
+                value = payload[pos + 4:pos + 4 + n]
+                if len(value) != n:
+                    raise IndexError
+                pos += 4 + n
+            else:
+                st = _INT_FIELDS[t]
+                value = st.unpack_from(payload, pos)[0]
+                pos += st.size
+        setattr(method, name, value)
+
+
+class Properties:
+    """Basic properties decoded losslessly (pamqp's attribute names): shortstrs as
+    surrogate-escaped text, ``headers`` a FieldTable, ``timestamp`` an int of any size."""
+
+    __slots__ = tuple(commands.Basic.Properties.__slots__)
+
+    def __init__(self):
+        for name in self.__slots__:
+            setattr(self, name, None)
+
+
+_PROP_SPEC = tuple((n, commands.Basic.Properties.amqp_type(n),
+                    commands.Basic.Properties.flags[n])
+                   for n in commands.Basic.Properties.__slots__)
+
+
+def decode_properties(props: bytes) -> Properties:
+    """Decode raw property bytes (flags word first) into Properties."""
+    p = Properties()
     flags, offset = 0, 0
     while True:  # property flags may continue in further 16-bit words (bit 0 set)
         word = _u16.unpack_from(props, offset)[0]
@@ -269,12 +330,23 @@ def decode_properties(props: bytes) -> commands.Basic.Properties:
         flags = (flags << 16) | word
         if not word & 1:
             break
-    data = props[offset:]
-    for name in p.__slots__:
-        if flags & p.flags[name]:
-            consumed, value = pdecode.by_type(data, p.amqp_type(name))
-            data = data[consumed:]
-            setattr(p, name, value)
+    pos = offset
+    for name, t, flag in _PROP_SPEC:
+        if not flags & flag:
+            continue
+        if t == "shortstr":
+            n = props[pos]
+            value = text(props[pos + 1:pos + 1 + n])
+            pos += 1 + n
+        elif t == "table":
+            value, pos = values.decode_table(props, pos)
+        elif t == "octet":
+            value = props[pos]
+            pos += 1
+        else:  # timestamp
+            value = _u64.unpack_from(props, pos)[0]
+            pos += 8
+        setattr(p, name, value)
     return p
 
 
@@ -301,7 +373,15 @@ def _marshal_fields(method) -> bytes:
         if bits:
             output.append(encode.octet(byte))
             bits = False
-        output.append(encode.by_type(value, data_type))
+        if data_type == "shortstr":
+            output.append(shortstr(value or ""))
+        elif data_type == "table":
+            output.append(values.encode_table(value))
+        elif data_type == "longstr":
+            b = value if isinstance(value, bytes) else values.raw(value or "")
+            output.append(_u32.pack(len(b)) + b)
+        else:
+            output.append(encode.by_type(value, data_type))
     if bits:
         output.append(encode.octet(byte))
     return b"".join(output)
@@ -310,11 +390,6 @@ def _marshal_fields(method) -> bytes:
 def method_frame(channel: int, method) -> bytes:
     payload = _u32.pack(method.index) + _marshal_fields(method)
     return _frame_hdr.pack(FRAME_METHOD, channel, len(payload)) + payload + b"\xce"
-
-
-def shortstr(s: str) -> bytes:
-    b = s.encode()
-    return bytes((len(b),)) + b
 
 
 _deliver_prefix = b"\x00\x3c\x00\x3c"
@@ -381,10 +456,11 @@ def basic_return(channel: int, reply_code: int, reply_text: str, exchange: str,
 
 
 def confirm(channel: int, delivery_tag: int, multiple: bool, ack: bool = True) -> bytes:
-    """Basic.Ack, or Basic.Nack with requeue=false, from the broker (publisher confirms)."""
+    """Basic.Ack, or Basic.Nack from the broker (publisher confirms); a nack has
+    requeue=true, as RabbitMQ's (its record's default)."""
     return b"".join((_frame_hdr.pack(FRAME_METHOD, channel, 13),
                      b"\x00\x3c\x00\x50" if ack else b"\x00\x3c\x00\x78",
-                     _tag_bit.pack(delivery_tag, multiple), b"\xce"))
+                     _tag_bit.pack(delivery_tag, multiple | (0 if ack else 2)), b"\xce"))
 
 
 def content_header_size(payload: bytes) -> tuple[int, int, bytes]:

@@ -13,6 +13,7 @@ import struct
 
 from . import errors, framing
 from .framing import array_items, shortstr, table_items  # noqa: F401  (re-exported)
+from .values import raw, text
 
 # property flag bits, in the first flags word, in wire order
 F_CONTENT_TYPE = 0x8000
@@ -77,7 +78,7 @@ def join_properties(parts: dict[int, bytes]) -> bytes:
 
 
 def enc_table(items: list[tuple[str, bytes]]) -> bytes:
-    body = b"".join(bytes((len(k.encode()),)) + k.encode() + v for k, v in items)
+    body = b"".join(shortstr(k) + v for k, v in items)
     return _u32.pack(len(body)) + body
 
 
@@ -86,7 +87,7 @@ def v_table(items: list[tuple[str, bytes]]) -> bytes:
 
 
 def v_str(s: str) -> bytes:
-    b = s.encode()
+    b = raw(s)
     return b"S" + _u32.pack(len(b)) + b
 
 
@@ -109,7 +110,7 @@ def v_decode(tagged: bytes):
     if tag in _INTS:
         return struct.unpack_from(_INTS[tag], tagged, 1)[0]
     if tag in (b"S", b"x"):
-        return tagged[5:].decode("utf-8", "replace")
+        return text(tagged[5:])
     if tag == b"T":
         return _u64.unpack_from(tagged, 1)[0]
     if tag == b"A":
@@ -269,7 +270,7 @@ def set_headers(props: bytes, changes: dict[str, bytes | None],
         if key not in seen and value is not None:
             out.append((key, value))
     if sort_keys:
-        out.sort(key=lambda kv: kv[0].encode())
+        out.sort(key=lambda kv: raw(kv[0]))
     parts[F_HEADERS] = enc_table(out)
     for flag in remove_props:
         parts.pop(flag, None)

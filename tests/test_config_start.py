@@ -115,7 +115,7 @@ def test_a_database_of_another_program(tmp_path):
 
 def test_a_row_recovery_cannot_read(tmp_path):
     s = SQLiteStore(str(tmp_path))
-    s.db.execute("INSERT INTO queues VALUES ('/', 'q', 0, X'00ffffff', '{}')")
+    s.db.execute("INSERT INTO queues VALUES ('/', X'71', 0, X'00ffffff')")
     s.close()
     e = start_error(cfg(tmp_path))
     assert str(e).startswith(f"storage.path: {s.path}: cannot recover its contents (")

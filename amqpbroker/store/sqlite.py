@@ -10,38 +10,64 @@ so a dead-lettered message leaves its source and enters its targets atomically.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 
 import anyio
-from pamqp import decode as pdecode
-from pamqp import encode as pencode
 
 from ..message import Message
+from ..values import encode_table, raw, table_from, text
 from . import sqlite_open
 from .base import BindingDef, ExchangeDef, QueueDef, Recovered, StoredMessage
 
+# Schema 2: names and keys are BLOBs (the exact bytes a client sent, any bytes RabbitMQ
+# accepts), arguments are the field table's bytes as received (every value keeps its wire
+# type, keys up to 255 bytes); the wire types are read back from those bytes.  Schema 1
+# (user_version 0, the first release) kept names as TEXT, arguments re-encoded by pamqp and
+# their type names as JSON; it is migrated in place on open.
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS exchanges (
-    vhost TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL, auto_delete INTEGER NOT NULL,
-    internal INTEGER NOT NULL, arguments BLOB NOT NULL, arg_types TEXT NOT NULL,
-    PRIMARY KEY (vhost, name));
+    vhost TEXT NOT NULL, name BLOB NOT NULL, type BLOB NOT NULL, auto_delete INTEGER NOT NULL,
+    internal INTEGER NOT NULL, arguments BLOB NOT NULL, PRIMARY KEY (vhost, name));
 CREATE TABLE IF NOT EXISTS queues (
-    vhost TEXT NOT NULL, name TEXT NOT NULL, auto_delete INTEGER NOT NULL,
-    arguments BLOB NOT NULL, arg_types TEXT NOT NULL, PRIMARY KEY (vhost, name));
+    vhost TEXT NOT NULL, name BLOB NOT NULL, auto_delete INTEGER NOT NULL,
+    arguments BLOB NOT NULL, PRIMARY KEY (vhost, name));
 CREATE TABLE IF NOT EXISTS bindings (
-    vhost TEXT NOT NULL, source TEXT NOT NULL, dest_kind TEXT NOT NULL,
-    destination TEXT NOT NULL, routing_key TEXT NOT NULL, arguments BLOB NOT NULL,
-    PRIMARY KEY (vhost, source, dest_kind, destination, routing_key, arguments));
+    vhost TEXT NOT NULL, source BLOB NOT NULL, dest_kind TEXT NOT NULL,
+    destination BLOB NOT NULL, routing_key BLOB NOT NULL, arguments BLOB NOT NULL,
+    PRIMARY KEY (vhost, source, dest_kind, destination, routing_key, arguments))
+    WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
-    vhost TEXT NOT NULL, queue TEXT NOT NULL, seq INTEGER NOT NULL, exchange TEXT NOT NULL,
-    routing_key TEXT NOT NULL, props BLOB NOT NULL, body BLOB NOT NULL, cc TEXT,
+    vhost TEXT NOT NULL, queue BLOB NOT NULL, seq INTEGER NOT NULL, exchange BLOB NOT NULL,
+    routing_key BLOB NOT NULL, props BLOB NOT NULL, body BLOB NOT NULL, cc TEXT,
     bcc TEXT, expires_at REAL, PRIMARY KEY (vhost, queue, seq)) WITHOUT ROWID;
 """
 
+# schema 1 -> 2: every table rebuilt, TEXT names cast to their UTF-8 bytes
+MIGRATE_1_2 = """
+ALTER TABLE exchanges RENAME TO exchanges_v1;
+ALTER TABLE queues RENAME TO queues_v1;
+ALTER TABLE bindings RENAME TO bindings_v1;
+ALTER TABLE messages RENAME TO messages_v1;
+""" + SCHEMA + """
+INSERT INTO exchanges SELECT vhost, CAST(name AS BLOB), CAST(type AS BLOB), auto_delete,
+    internal, arguments FROM exchanges_v1;
+INSERT INTO queues SELECT vhost, CAST(name AS BLOB), auto_delete, arguments FROM queues_v1;
+INSERT OR IGNORE INTO bindings SELECT vhost, CAST(source AS BLOB), dest_kind,
+    CAST(destination AS BLOB), CAST(routing_key AS BLOB), arguments FROM bindings_v1;
+INSERT INTO messages SELECT vhost, CAST(queue AS BLOB), seq, CAST(exchange AS BLOB),
+    CAST(routing_key AS BLOB), props, body, cc, bcc, expires_at FROM messages_v1;
+DROP TABLE exchanges_v1;
+DROP TABLE queues_v1;
+DROP TABLE bindings_v1;
+DROP TABLE messages_v1;
+"""
+
 SQL = {
-    "x+": "INSERT OR REPLACE INTO exchanges VALUES (?, ?, ?, ?, ?, ?, ?)",
+    "x+": "INSERT OR REPLACE INTO exchanges VALUES (?, ?, ?, ?, ?, ?)",
     "x-": "DELETE FROM exchanges WHERE vhost = ? AND name = ?",
-    "q+": "INSERT OR REPLACE INTO queues VALUES (?, ?, ?, ?, ?)",
+    "q+": "INSERT OR REPLACE INTO queues VALUES (?, ?, ?, ?)",
     "q-": "DELETE FROM queues WHERE vhost = ? AND name = ?",
     "qm-": "DELETE FROM messages WHERE vhost = ? AND queue = ?",
     "b+": "INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?, ?)",
@@ -52,12 +78,34 @@ SQL = {
 }
 
 
-def _table(args: dict) -> bytes:
-    return pencode.field_table(dict(sorted((args or {}).items())))
+def open_schema(db: sqlite3.Connection) -> None:
+    """Create the schema, or migrate an older one (in one transaction)."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(f"store schema {version} is newer than this broker's "
+                                    f"({SCHEMA_VERSION})")
+    old = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'exchanges'").fetchone()
+    db.execute("BEGIN")
+    try:
+        for stmt in (MIGRATE_1_2 if old else SCHEMA).split(";"):
+            if stmt.strip():
+                db.execute(stmt)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
-def _untable(raw: bytes) -> dict:
-    return pdecode.field_table(raw)[1] if raw else {}
+def _encoded(kind: str, run: list) -> list:
+    """Message rows carry their names as text until the commit: BLOBs of their bytes."""
+    if kind == "m+":
+        return [(v, raw(q), seq, raw(x), raw(rk), *rest) for v, q, seq, x, rk, *rest in run]
+    if kind == "m-":
+        return [(v, raw(q), seq) for v, q, seq in run]
+    return run
 
 
 class SQLiteStore:
@@ -67,7 +115,7 @@ class SQLiteStore:
         # a StoreError (one line naming the path) for a directory that is a file or not
         # writable, a file that is not an intact database of ours
         self.path = sqlite_open.prepare(directory)
-        self.db = sqlite_open.connect(self.path, SCHEMA)
+        self.db = sqlite_open.connect(self.path, SCHEMA, open_schema)
         self.lock: sqlite_open.DirectoryLock | None = None  # open_store() takes one
         self._batch: list = []
         self._inserts: dict[tuple, int] = {}  # pending message inserts: key -> batch index
@@ -86,23 +134,25 @@ class SQLiteStore:
         self.gen += 1
 
     def put_exchange(self, d: ExchangeDef) -> None:
-        self._op("x+", (d.vhost, d.name, d.type, d.auto_delete, d.internal,
-                        _table(d.arguments), json.dumps(d.arg_types)))
+        self._op("x+", (d.vhost, raw(d.name), raw(d.type), d.auto_delete, d.internal,
+                        encode_table(d.arguments, d.arg_types)))
 
     def delete_exchange(self, vhost: str, name: str) -> None:
-        self._op("x-", (vhost, name))
+        self._op("x-", (vhost, raw(name)))
 
     def put_queue(self, d: QueueDef) -> None:
-        self._op("q+", (d.vhost, d.name, d.auto_delete, _table(d.arguments),
-                        json.dumps(d.arg_types)))
+        self._op("q+", (d.vhost, raw(d.name), d.auto_delete,
+                        encode_table(d.arguments, d.arg_types)))
 
     def delete_queue(self, vhost: str, name: str) -> None:
-        self._op("q-", (vhost, name))
-        self._op("qm-", (vhost, name))
+        self._op("q-", (vhost, raw(name)))
+        self._op("qm-", (vhost, raw(name)))
 
     def _binding_key(self, d: BindingDef) -> tuple:
-        return (d.vhost, d.source, d.dest_kind, d.destination, d.routing_key,
-                _table(d.arguments))
+        # the primary key: a put or delete is one B-tree search (the table is WITHOUT ROWID,
+        # so there is no second B-tree to update)
+        return (d.vhost, raw(d.source), d.dest_kind, raw(d.destination), raw(d.routing_key),
+                encode_table(d.arguments))
 
     def put_binding(self, d: BindingDef) -> None:
         self._op("b+", self._binding_key(d))
@@ -113,6 +163,7 @@ class SQLiteStore:
     def append(self, vhost: str, queue: str, seq: int, msg: Message, ttl: int | None) -> None:
         key = (vhost, queue, seq)
         self._inserts[key] = len(self._batch)
+        # names stay text here (the per-message path): _commit encodes them, in the worker
         self._op("m+", (vhost, queue, seq, msg.exchange, msg.routing_key, msg.props, msg.body,
                         json.dumps(msg.cc) if msg.cc else None,
                         json.dumps(msg.bcc) if msg.bcc else None,
@@ -173,12 +224,12 @@ class SQLiteStore:
                     continue
                 kind, params = op
                 if kind != run_kind and run:
-                    db.executemany(SQL[run_kind], run)
+                    db.executemany(SQL[run_kind], _encoded(run_kind, run))
                     run = []
                 run_kind = kind
                 run.append(params)
             if run:
-                db.executemany(SQL[run_kind], run)
+                db.executemany(SQL[run_kind], _encoded(run_kind, run))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -189,22 +240,24 @@ class SQLiteStore:
     def recover(self) -> Recovered:
         db = self.db
         r = Recovered()
-        for vhost, name, type_, ad, internal, args, types in db.execute(
-                "SELECT * FROM exchanges"):
-            r.exchanges.append(ExchangeDef(vhost, name, type_, bool(ad), bool(internal),
-                                           _untable(args), json.loads(types)))
-        for vhost, name, ad, args, types in db.execute("SELECT * FROM queues"):
-            r.queues.append(QueueDef(vhost, name, bool(ad), _untable(args), json.loads(types)))
+        for vhost, name, type_, ad, internal, args in db.execute("SELECT * FROM exchanges"):
+            a = table_from(args)
+            r.exchanges.append(ExchangeDef(vhost, text(name), text(type_), bool(ad),
+                                           bool(internal), a, a.type_names()))
+        for vhost, name, ad, args in db.execute("SELECT * FROM queues"):
+            a = table_from(args)
+            r.queues.append(QueueDef(vhost, text(name), bool(ad), a, a.type_names()))
         for vhost, source, kind, dest, rk, args in db.execute("SELECT * FROM bindings"):
-            r.bindings.append(BindingDef(vhost, source, kind, dest, rk, _untable(args)))
+            r.bindings.append(BindingDef(vhost, text(source), kind, text(dest), text(rk),
+                                         table_from(args)))
         now = time.time()
         for vhost, queue, seq, exchange, rk, props, body, cc, bcc, expires_at in db.execute(
                 "SELECT * FROM messages ORDER BY vhost, queue, seq"):
-            msg = Message(exchange, rk, bytes(props), bytes(body),
+            msg = Message(text(exchange), text(rk), bytes(props), bytes(body),
                           tuple(json.loads(cc)) if cc else (),
                           tuple(json.loads(bcc)) if bcc else ())
             ttl = None if expires_at is None else max(0, int((expires_at - now) * 1000))
-            r.messages.setdefault((vhost, queue), []).append(StoredMessage(seq, msg, ttl))
+            r.messages.setdefault((vhost, text(queue)), []).append(StoredMessage(seq, msg, ttl))
         return r
 
     def close(self) -> None:

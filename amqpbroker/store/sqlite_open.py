@@ -2,9 +2,9 @@
 of one line naming the path, never a traceback.
 
 ``prepare(directory)`` makes sure the data directory exists, is a directory and is
-writable, and returns the database file's path; ``connect(path, schema)`` opens it (WAL,
-synchronous=FULL), runs ``PRAGMA quick_check`` and checks that every table the schema
-declares has the schema's columns; ``DirectoryLock`` keeps a second broker off the same
+writable, and returns the database file's path; ``connect(path, schema, setup)`` opens it
+(WAL, synchronous=FULL), runs ``PRAGMA quick_check``, lets ``setup`` create or migrate the
+schema and checks that every table the schema declares has the schema's columns; ``DirectoryLock`` keeps a second broker off the same
 directory.
 """
 from __future__ import annotations
@@ -69,7 +69,8 @@ def check_columns(db: sqlite3.Connection, path: str, schema: str) -> None:
         want.close()
 
 
-def connect(path: str, schema: str) -> sqlite3.Connection:
+def connect(path: str, schema: str, setup) -> sqlite3.Connection:
+    """``setup(db)`` creates the schema or migrates an older one."""
     try:
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     except sqlite3.Error as e:
@@ -81,7 +82,7 @@ def connect(path: str, schema: str) -> sqlite3.Connection:
         if problems != [("ok",)]:
             raise StoreError(f"{path} is corrupt (SQLite's quick_check: "
                              f"{' '.join(str(problems[0][0]).split())})")
-        db.executescript(schema)
+        setup(db)
         check_columns(db, path, schema)
     except sqlite3.DatabaseError as e:
         db.close()
