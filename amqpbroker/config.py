@@ -178,12 +178,18 @@ def _check_text(value: str, path: str) -> None:
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
-def _check_argument(value: typing.Any, path: str, depth: int = 0) -> None:
+MAX_VALUES = 10000  # in one arguments table, nested values included (YAML aliases multiply)
+
+
+def _check_argument(value: typing.Any, path: str, depth: int, budget: list) -> None:
     """An argument value must be one an AMQP field table can carry (and so the store can
     keep): text, a boolean, a 64-bit integer, a finite number, a timestamp, null, or a
     list or mapping of those."""
     if depth > 16:
         raise ConfigError(f"{path}: expected at most 16 levels of nesting")
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConfigError(f"{path}: expected at most {MAX_VALUES} values in one table")
     if value is None or isinstance(value, bool):
         return
     if isinstance(value, int):
@@ -204,10 +210,10 @@ def _check_argument(value: typing.Any, path: str, depth: int = 0) -> None:
         return
     if isinstance(value, list):
         for i, item in enumerate(value):
-            _check_argument(item, f"{path}[{i}]", depth + 1)
+            _check_argument(item, f"{path}[{i}]", depth + 1, budget)
         return
     if isinstance(value, dict):
-        _check_table(value, path, depth + 1)
+        _check_table(value, path, depth + 1, budget)
         return
     kind = {datetime.date: "a date", bytes: "binary data", set: "a set"}.get(type(value),
                                                                          type(value).__name__)
@@ -215,7 +221,8 @@ def _check_argument(value: typing.Any, path: str, depth: int = 0) -> None:
                       f"mapping, got {kind} ({_show(value)})")
 
 
-def _check_table(value: dict, path: str, depth: int = 0) -> None:
+def _check_table(value: dict, path: str, depth: int = 0, budget: list | None = None) -> None:
+    budget = [MAX_VALUES] if budget is None else budget
     for key, item in value.items():
         if not isinstance(key, str):
             raise ConfigError(f"{path}: expected a mapping with string keys, got the key "
@@ -225,7 +232,7 @@ def _check_table(value: dict, path: str, depth: int = 0) -> None:
         if not key or len(key.encode()) > SHORTSTR:
             raise ConfigError(f"{sub}: expected a key of 1..{SHORTSTR} bytes, got "
                               f"{len(key.encode())} bytes")
-        _check_argument(item, sub, depth)
+        _check_argument(item, sub, depth, budget)
 
 
 def _nbytes(text: str, least: int) -> bool:
@@ -250,7 +257,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
              "one of direct, fanout, topic, headers"),
     "destination_type": (lambda v: v in ("queue", "exchange"), "one of queue, exchange"),
     "listen.hosts[]": (_is_host, "an IP address or a host name"),
-    "storage.path": (lambda v: v != "", "a directory path"),
+    "storage.path": (lambda v: v != "" and "\0" not in v, "a directory path"),
     "vhosts[]": (lambda v: _nbytes(v, 1), f"a vhost name of 1..{SHORTSTR} bytes"),
     "users[].name": (lambda v: _nbytes(v, 1), f"a user name of 1..{SHORTSTR} bytes"),
     "definitions.exchanges[].name": (lambda v: _nbytes(v, 1),
@@ -431,7 +438,11 @@ def load(path: str) -> Config:
     """Load and validate a YAML file; every error message starts with the file name."""
     try:
         data, lines = yamlfile.read(path)
-        return from_dict(data, lines)
+        try:
+            return from_dict(data, lines)
+        except RecursionError:  # a structure that contains itself (through an alias)
+            raise ConfigError("a value contains itself (a YAML alias to its own "
+                              "anchor)") from None
     except (yamlfile.YAMLFileError, ConfigError) as e:
         raise ConfigError(f"{path}: {e}") from None
 

@@ -27,12 +27,17 @@ def _child(path: str, key: typing.Any) -> str:
     return f"{path}.{_key_text(key)}" if path else _key_text(key)
 
 
-def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: str, lines: dict) -> None:
-    """Record the line of every key path; refuse a key given twice in one mapping."""
+def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: str, lines: dict,
+          seen_nodes: set) -> None:
+    """Record the line of every key path; refuse a key given twice in one mapping.  A node
+    reached again through an alias is not walked again (aliases can make a cycle)."""
     lines.setdefault(path, node.start_mark.line + 1)
+    if id(node) in seen_nodes:
+        return
+    seen_nodes.add(id(node))
     if isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(loader, item, f"{path}[{i}]", lines)
+            _walk(loader, item, f"{path}[{i}]", lines, seen_nodes)
     elif isinstance(node, yaml.MappingNode):
         seen: dict = {}
         for key_node, value_node in node.value:
@@ -51,7 +56,7 @@ def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: str, lines: dict) -> N
                 raise YAMLFileError(f"{_child(path, key)}: duplicate key at line {line} "
                                     f"(first at line {first})")
             seen[key] = line
-            _walk(loader, value_node, _child(path, key), lines)
+            _walk(loader, value_node, _child(path, key), lines, seen_nodes)
 
 
 def parse(data: bytes) -> tuple[typing.Any, dict[str, int]]:
@@ -70,7 +75,7 @@ def parse(data: bytes) -> tuple[typing.Any, dict[str, int]]:
         lines: dict[str, int] = {}
         if node is None:
             return None, lines
-        _walk(loader, node, "", lines)
+        _walk(loader, node, "", lines, set())
         return loader.construct_document(node), lines
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
@@ -82,6 +87,8 @@ def parse(data: bytes) -> tuple[typing.Any, dict[str, int]]:
         column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
         raise YAMLFileError(f"invalid YAML at line {line}, column {column}: "
                             f"character #x{e.character:04x} is not allowed") from None
+    except RecursionError:
+        raise YAMLFileError("invalid YAML: nested too deeply") from None
     except yaml.YAMLError as e:  # pragma: no cover - every YAMLError above has a mark
         raise YAMLFileError(f"invalid YAML: {' '.join(str(e).split())}") from None
     finally:

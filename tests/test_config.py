@@ -208,6 +208,18 @@ MISTAKES = [
     ("x: *nowhere\n", "invalid YAML at line 1, column 4: found undefined alias 'nowhere'"),
     ("server:\n  product: \"a\x07\"\n",
      "invalid YAML at line 2, column 14: character #x0007 is not allowed"),
+    ("storage:\n  path: \"a\\0b\"\n",
+     "storage.path: expected a directory path, got 'a\\x00b'"),
+    # aliases: nesting past 16, a value containing itself, a "billion laughs" table
+    ("a:\n" + "- " * 3000 + "1\n", "invalid YAML: nested too deeply"),
+    ("definitions:\n  queues:\n    - {name: q, arguments: {x-a: &a [*a]}}\n",
+     "definitions.queues[0].arguments.x-a" + "[0]" * 17 + ": expected at most 16 levels of "
+     "nesting"),
+    ("definitions:\n  queues:\n    - name: q\n      arguments:\n        x-0: &a0 [1, 2]\n"
+     + "".join(f"        x-{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n"
+               for i in range(1, 12)),
+     "definitions.queues[0].arguments.x-4[2][1][0][2][0]: expected at most 10000 values in one "
+     "table"),
 ]
 
 # definitions that parse but cannot be applied: serve stops, check-config says the same

@@ -174,8 +174,8 @@ def test_host_that_does_not_resolve(tmp_path):
     assert e.message.startswith("cannot resolve 'nosuchhost.invalid': ")
 
 
-def test_ipv6_missing_after_ipv4_is_a_warning_not_an_error(tmp_path):
-    """The default hosts are 127.0.0.1 and ::1: a machine without IPv6 still starts."""
+def test_default_hosts_listen(tmp_path):
+    """127.0.0.1 and ::1 (on a machine without IPv6, ::1 is a warning, not an error)."""
     server = Server(cfg(tmp_path, hosts=("127.0.0.1", "::1")))
 
     async def main():

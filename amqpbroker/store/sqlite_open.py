@@ -20,6 +20,8 @@ LOCK = "amqpbroker.lock"
 
 
 def prepare(directory: str) -> str:
+    if "\0" in directory:
+        raise StoreError(f"{directory!r} contains a NUL character")
     if os.path.lexists(directory) and not os.path.isdir(directory):
         raise StoreError(f"{directory} is not a directory")
     try:
