@@ -235,7 +235,8 @@ def decode_method(payload: bytes):
     method = cls.__new__(cls)
     try:
         _unmarshal(method, _fields(cls), payload)
-    except errors.AMQPError:
+    except errors.SyntaxError_ as e:  # a malformed table
+        e.class_id, e.method_id = index >> 16, index & 0xFFFF
         raise
     except (IndexError, struct.error):
         raise errors.SyntaxError_(f"malformed method frame for {cls.name}",
