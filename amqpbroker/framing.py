@@ -1,10 +1,12 @@
 """Sans-I/O framing: a frame reader, frame encoders and the hot-path codecs.
 
-pamqp is the reference codec and handles every method, but a full pamqp decode + encode
-costs ~50 µs per message.  So the few methods on the per-message path (Basic.Publish in,
-Basic.Deliver / GetOk / Return out, Basic.Ack / Nack / Reject in, Basic.Ack / Nack out) have
-hand-written ``struct`` codecs, proven byte-identical to pamqp by tests; everything else
-goes through pamqp.  Content headers stay as the raw bytes received.
+The few methods on the per-message path (Basic.Publish in, Basic.Deliver / GetOk / Return
+out, Basic.Ack / Nack / Reject in, Basic.Ack / Nack out) have hand-written ``struct``
+codecs, proven byte-identical to pamqp by tests.  Every other method is decoded by
+``_unmarshal`` from pamqp's field lists, losslessly (see values.py: any bytes round-trip,
+tables keep their wire types); what we send is encoded by methods.py or by pamqp's
+marshalling with our lossless shortstr and table encoders, never pamqp's validators.
+Content headers stay as the raw bytes received.
 """
 from __future__ import annotations
 

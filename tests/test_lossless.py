@@ -467,3 +467,31 @@ def test_plain_login_with_invalid_utf8_is_refused_with_403(response):
     c.send_raw(method(0, 10, 11, caps + ss(b"PLAIN") + ls(response) + ss(b"en_US")))
     (close,) = methods_of(c.conn.data_to_send())
     assert close[:6] == b"\x00\x0a\x00\x32\x01\x93"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_method_naming_things_takes_the_name(name):
+    """Declare, bind, e2e bind, publish, get, consume, cancel, unbind, purge, delete: each
+    answered with its -Ok (nothing closed), the name echoed where a reply carries it."""
+    r = Raw()
+    src, dst = name[:250] + b"-src", name[:250] + b"-dst"
+    ok = {
+        exchange_declare(src, b"topic"): b"\x00\x28\x00\x0b",
+        exchange_declare(dst, b"fanout"): b"\x00\x28\x00\x0b",
+        method(1, 40, 30, b"\x00\x00" + ss(dst) + ss(src) + ss(name) + b"\x00" + EMPTY):
+            b"\x00\x28\x00\x1f",
+        declare(name): declare_ok(name),
+        bind(name, dst, name): b"\x00\x32\x00\x15",
+        consume(name, name): b"\x00\x3c\x00\x15" + ss(name),
+        method(1, 60, 30, ss(name) + b"\x00"): b"\x00\x3c\x00\x1f" + ss(name),
+        method(1, 50, 50, b"\x00\x00" + ss(name) + ss(dst) + ss(name) + EMPTY):
+            b"\x00\x32\x00\x33",
+        method(1, 40, 40, b"\x00\x00" + ss(dst) + ss(src) + ss(name) + b"\x00" + EMPTY):
+            b"\x00\x28\x00\x33",
+        method(1, 50, 30, b"\x00\x00" + ss(name) + b"\x00"): b"\x00\x32\x00\x1f" + b"\x00" * 4,
+        method(1, 50, 40, b"\x00\x00" + ss(name) + b"\x00"): b"\x00\x32\x00\x29" + b"\x00" * 4,
+        method(1, 40, 20, b"\x00\x00" + ss(src) + b"\x00"): b"\x00\x28\x00\x15",
+        method(1, 40, 20, b"\x00\x00" + ss(dst) + b"\x00"): b"\x00\x28\x00\x15",
+    }
+    for request, reply in ok.items():
+        assert r.call(request) == reply, request
