@@ -140,7 +140,7 @@ class Broker:
     def open_vhost(self, user, vhost: str) -> tuple[VirtualHost, Permissions]:
         vh = self.vhosts.get(vhost)
         if vh is None:
-            raise errors.NotAllowed(f"vhost {vhost} not found")
+            raise errors.NotAllowed(f"vhost {vhost} not found", 10, 40)
         perms = self.permissions.get((user.name, vhost))
         if perms is None:
             raise errors.NotAllowed(f"access to vhost '{vhost}' refused for user '{user.name}'")

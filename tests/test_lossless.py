@@ -495,3 +495,38 @@ def test_every_method_naming_things_takes_the_name(name):
     }
     for request, reply in ok.items():
         assert r.call(request) == reply, request
+
+
+def test_connection_close_quotes_a_vhost_name_byte_exact():
+    c = Client()
+    c.start()
+    assert c.start_ok()  # Tune
+    c.send_raw(method(0, 10, 31, struct.pack(">HIH", 2047, 131072, 0)))
+    c.send_raw(method(0, 10, 40, ss(b"v-\xed\xa0\x80") + b"\x00\x00"))
+    (close,) = methods_of(c.conn.data_to_send())
+    assert close == b"\x00\x0a\x00\x32\x02\x12" + ss(
+        b"NOT_ALLOWED - vhost v-\xed\xa0\x80 not found") + b"\x00\x0a\x00\x28"
+
+
+def test_method_encoders_match_pamqp_for_names_pamqp_takes():
+    from pamqp import commands as C
+    from pamqp import frame as pframe
+
+    from amqpbroker import methods as M
+    for name in ("q", "amq.gen-abc", "a" * 127):
+        assert M.queue_declare_ok(3, name, 7, 2) == pframe.marshal(
+            C.Queue.DeclareOk(queue=name, message_count=7, consumer_count=2), 3)
+        assert M.consume_ok(3, name) == pframe.marshal(C.Basic.ConsumeOk(consumer_tag=name), 3)
+        assert M.cancel_ok(3, name) == pframe.marshal(C.Basic.CancelOk(consumer_tag=name), 3)
+        assert M.cancel(3, name) == pframe.marshal(
+            C.Basic.Cancel(consumer_tag=name, nowait=True), 3)
+    assert M.queue_purge_ok(1, 5) == pframe.marshal(C.Queue.PurgeOk(message_count=5), 1)
+    assert M.queue_delete_ok(1, 5) == pframe.marshal(C.Queue.DeleteOk(message_count=5), 1)
+    assert M.channel_close(1, 404, "NOT_FOUND - x", 50, 10) == pframe.marshal(
+        C.Channel.Close(reply_code=404, reply_text="NOT_FOUND - x", class_id=50,
+                        method_id=10), 1)
+    for which, cls in ((M.TX_SELECT_OK, C.Tx.SelectOk), (M.BASIC_QOS_OK, C.Basic.QosOk),
+                       (M.BASIC_GET_EMPTY, C.Basic.GetEmpty),
+                       (M.EXCHANGE_BIND_OK, C.Exchange.BindOk),
+                       (M.QUEUE_UNBIND_OK, C.Queue.UnbindOk)):
+        assert M.simple(2, which) == pframe.marshal(cls(), 2)
