@@ -9,7 +9,7 @@ import re
 
 from . import errors
 from .config import Config, ConfigError, Permission
-from .store import MemoryStore
+from .store import MemoryStore, StoreError
 from .vhost import VirtualHost
 
 log = logging.getLogger("amqpbroker.broker")
@@ -51,9 +51,16 @@ class Broker:
         self.vhosts = {name: VirtualHost(name, store=self.store) for name in self.config.vhosts}
         self.waiting_sync: set = set()   # channels with confirms parked until a sync
         self.memory_alarm = False
-        recovered = self.store.recover()
-        for vh in self.vhosts.values():
-            vh.restore(recovered)
+        try:
+            recovered = self.store.recover()
+            for vh in self.vhosts.values():
+                vh.restore(recovered)
+        except StoreError:
+            raise
+        except Exception as e:  # a row that is not what we wrote: the file is damaged
+            where = getattr(self.store, "path", "the store")
+            raise StoreError(f"{where}: cannot recover its contents "
+                             f"({type(e).__name__}: {' '.join(str(e).split())})") from e
         self._apply_definitions()
 
     def _apply_definitions(self) -> None:
@@ -78,6 +85,9 @@ class Broker:
                 vh.bind(b.source, dest, b.routing_key, b.arguments)
         except errors.AMQPError as e:
             raise ConfigError(f"{path}: {e.reply_text}") from None
+        except Exception as e:  # the store cannot encode it (a value its format lacks)
+            raise ConfigError(f"{path}: the store cannot keep it "
+                              f"({type(e).__name__}: {' '.join(str(e).split())})") from None
         self.users = {u.name: u for u in self.config.users}
         self.permissions = {(p.user, p.vhost): Permissions(p) for p in self.config.permissions}
         self.connections: set = set()
@@ -140,8 +150,9 @@ class Broker:
     def open_vhost(self, user, vhost: str) -> tuple[VirtualHost, Permissions]:
         vh = self.vhosts.get(vhost)
         if vh is None:
-            raise errors.NotAllowed(f"vhost {vhost} not found", 10, 40)
+            raise errors.NotAllowed(f"vhost {vhost} not found", 10, 40)  # Connection.Open
         perms = self.permissions.get((user.name, vhost))
         if perms is None:
-            raise errors.NotAllowed(f"access to vhost '{vhost}' refused for user '{user.name}'")
+            raise errors.NotAllowed(
+                f"access to vhost '{vhost}' refused for user '{user.name}'", 10, 40)
         return vh, perms

@@ -38,7 +38,6 @@ class Channel:
         self.flow = True
         self.confirm = False
         self.publish_seq = 0
-        self.confirmed_upto = 0       # highest publish seq already confirmed on the wire
         # (seq, ack?, store generation that must be durable first), not yet written
         self.pending_confirm: list[tuple[int, bool, int]] = []
         self.commit_ok_gen: int | None = None  # a Tx.CommitOk waiting for the store
@@ -322,24 +321,23 @@ class Channel:
         if cut < len(self.pending_confirm):
             self.conn.broker.waiting_sync.add(self)
         pending, self.pending_confirm = self.pending_confirm[:cut], self.pending_confirm[cut:]
-        i, n = 0, len(pending)
-        while i < n:
-            seq, ack, _gen = pending[i]
-            j = i
-            # a run of the same outcome, contiguous from the last confirmed seq
-            while j + 1 < n and pending[j + 1][1] == ack and \
-                    pending[j + 1][0] == pending[j][0] + 1:
-                j += 1
-            last = pending[j][0]
-            multiple = j > i and pending[i][0] == self.confirmed_upto + 1
-            if multiple or j == i:
-                self.conn.send(framing.confirm(self.number, last, multiple, ack))
-            else:
-                for k in range(i, j + 1):
-                    self.conn.send(framing.confirm(self.number, pending[k][0], False, ack))
-            if pending[i][0] == self.confirmed_upto + 1:
-                self.confirmed_upto = last
-            i = j + 1
+        # RabbitMQ's send_confirms / coalesce_and_send (rabbit_channel): a lone ack is
+        # single; otherwise the tags below the smallest still unconfirmed publish (and below
+        # the other outcome's tags) go as one multiple=true, the rest one by one; acks first
+        acks = [seq for seq, ack, _gen in pending if ack]
+        nacks = [seq for seq, ack, _gen in pending if not ack]
+        waiting = [self.pending_confirm[0][0]] if self.pending_confirm else []
+        for seqs, others, ack in ((acks, nacks, True), (nacks, acks, False)):
+            if not seqs:
+                continue
+            below = 0   # how many go as one multiple=true
+            if not ack or len(seqs) > 1:
+                cutoff = min([*(waiting or [seqs[-1] + 1]), *others])
+                below = sum(1 for seq in seqs if seq < cutoff)
+            if below:
+                self.conn.send(framing.confirm(self.number, seqs[below - 1], True, ack))
+            for seq in seqs[below:]:
+                self.conn.send(framing.confirm(self.number, seq, False, ack))
 
     # ------------------------------------------------------------------ permissions
 

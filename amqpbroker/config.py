@@ -9,15 +9,30 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime
+import ipaddress
+import math
 import re
 import typing
 from dataclasses import dataclass, field
 
-import yaml
+from . import yamlfile
 
 
 class ConfigError(ValueError):
     pass
+
+
+class StartError(ConfigError):
+    """A value that fails only when the broker starts (a host that cannot be bound, a port
+    in use, a data directory it cannot use, a corrupt store).  ``key`` is the dotted key
+    path (``listen.hosts[0]``, ``listen.port``, ``storage.path``); the command line names
+    the flag instead when the value came from one."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -127,6 +142,96 @@ class Config:
     definitions: Definitions = field(default_factory=Definitions)
 
 
+
+
+def _show(value: typing.Any, limit: int = 60) -> str:
+    """repr() cut to one short line: a message names the value, it does not dump it."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+SHORTSTR = 255  # bytes: names, routing keys and table keys are AMQP short strings
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def _is_host(text: str) -> bool:
+    """An IP address, or a name that could resolve (whether it does depends on the
+    machine: that is found at start)."""
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9.]+", text):  # looks like IPv4 but is not one (999.1.1.1)
+        return False
+    return len(text) <= 253 and _HOSTNAME.fullmatch(text) is not None
+
+
+def _check_text(value: str, path: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ConfigError(f"{path}: expected text that UTF-8 can encode, got {_show(value)} "
+                          f"(character {e.start + 1} is {value[e.start]!r})") from None
+
+
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _check_argument(value: typing.Any, path: str, depth: int = 0) -> None:
+    """An argument value must be one an AMQP field table can carry (and so the store can
+    keep): text, a boolean, a 64-bit integer, a finite number, a timestamp, null, or a
+    list or mapping of those."""
+    if depth > 16:
+        raise ConfigError(f"{path}: expected at most 16 levels of nesting")
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise ConfigError(f"{path}: expected a 64-bit signed integer, got {_show(value)}")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
+        return
+    if isinstance(value, str):
+        _check_text(value, path)
+        return
+    if isinstance(value, datetime.datetime):  # an AMQP timestamp: unsigned seconds
+        stamp = value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+        if stamp.timestamp() < 0:
+            raise ConfigError(f"{path}: expected a timestamp from 1970 on, got {value}")
+        return
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_argument(item, f"{path}[{i}]", depth + 1)
+        return
+    if isinstance(value, dict):
+        _check_table(value, path, depth + 1)
+        return
+    kind = {datetime.date: "a date", bytes: "binary data", set: "a set"}.get(type(value),
+                                                                         type(value).__name__)
+    raise ConfigError(f"{path}: expected a string, number, boolean, null, timestamp, list or "
+                      f"mapping, got {kind} ({_show(value)})")
+
+
+def _check_table(value: dict, path: str, depth: int = 0) -> None:
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{path}: expected a mapping with string keys, got the key "
+                              f"{_show(key)}")
+        sub = f"{path}.{key}"
+        _check_text(key, sub)
+        if not key or len(key.encode()) > SHORTSTR:
+            raise ConfigError(f"{sub}: expected a key of 1..{SHORTSTR} bytes, got "
+                              f"{len(key.encode())} bytes")
+        _check_argument(item, sub, depth)
+
+
+def _nbytes(text: str, least: int) -> bool:
+    return least <= len(text.encode("utf-8")) <= SHORTSTR
+
+
 # value checks beyond the type: key path suffix -> (predicate, expectation)
 _CHECKS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
     "listen.port": (lambda v: 0 <= v <= 65535, "an integer 0..65535"),
@@ -144,6 +249,20 @@ _CHECKS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
     "type": (lambda v: v in ("direct", "fanout", "topic", "headers"),
              "one of direct, fanout, topic, headers"),
     "destination_type": (lambda v: v in ("queue", "exchange"), "one of queue, exchange"),
+    "listen.hosts[]": (_is_host, "an IP address or a host name"),
+    "storage.path": (lambda v: v != "", "a directory path"),
+    "vhosts[]": (lambda v: _nbytes(v, 1), f"a vhost name of 1..{SHORTSTR} bytes"),
+    "users[].name": (lambda v: _nbytes(v, 1), f"a user name of 1..{SHORTSTR} bytes"),
+    "definitions.exchanges[].name": (lambda v: _nbytes(v, 1),
+                                     f"an exchange name of 1..{SHORTSTR} bytes"),
+    "definitions.queues[].name": (lambda v: _nbytes(v, 1),
+                                  f"a queue name of 1..{SHORTSTR} bytes"),
+    "definitions.bindings[].source": (lambda v: _nbytes(v, 0),
+                                      f"an exchange name of 0..{SHORTSTR} bytes"),
+    "definitions.bindings[].destination": (lambda v: _nbytes(v, 1),
+                                           f"a name of 1..{SHORTSTR} bytes"),
+    "definitions.bindings[].routing_key": (lambda v: _nbytes(v, 0),
+                                           f"a routing key of 0..{SHORTSTR} bytes"),
 }
 
 
@@ -162,13 +281,16 @@ def _convert(value: typing.Any, tp: typing.Any, path: str) -> typing.Any:
     if origin is tuple:
         (item,) = typing.get_args(tp)[:1]
         if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
+            hint = " ([] for none)" if value is None else ""
+            raise ConfigError(f"{path}: expected a list, got {_show(value)}{hint}")
         return tuple(_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path)
     if tp is dict:  # AMQP arguments: a mapping with string keys
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise ConfigError(f"{path}: expected a mapping with string keys, got {value!r}")
+            raise ConfigError(f"{path}: expected a mapping with string keys, got "
+                              f"{_show(value)}")
+        _check_table(value, path)
         return value
     if tp is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
@@ -182,18 +304,24 @@ def _convert(value: typing.Any, tp: typing.Any, path: str) -> typing.Any:
     else:  # pragma: no cover - a programming error in the schema
         raise TypeError(tp)
     if not ok:
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
-    check = _CHECKS.get(path) or (_CHECKS.get(path.rsplit(".", 1)[-1])
-                                  if path.startswith("definitions.") else None)
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {_show(value)}")
+    if tp is float and not math.isfinite(value):
+        raise ConfigError(f"{path}: expected a finite number, got {value!r}")
+    if tp is str:
+        _check_text(value, path)
+    check = _CHECKS.get(path) or _CHECKS.get(re.sub(r"\[\d+\]", "[]", path)) or (
+        _CHECKS.get(path.rsplit(".", 1)[-1]) if path.startswith("definitions.") else None)
     if check and not check[0](value):
-        raise ConfigError(f"{path}: expected {check[1]}, got {value!r}")
+        raise ConfigError(f"{path}: expected {check[1]}, got {_show(value)}")
     return value
 
 
 def _build(cls: type, data: typing.Any, path: str) -> typing.Any:
     where = f"{path}: " if path else ""
+    if data is None and path and not path.endswith("]"):
+        data = {}  # a section whose keys are all commented out: its defaults
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}expected a mapping, got {data!r}")
+        raise ConfigError(f"{where}expected a mapping, got {_show(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -221,15 +349,62 @@ def _is_sha256_hash(text: str) -> bool:
         return False
 
 
-def from_dict(data: typing.Any) -> Config:
+def _duplicates(items: typing.Iterable, path: str, what: str, lines: dict, key: str = "") -> None:
+    """Refuse the second of two equal items of a list (``path[i]`` or ``path[i].key``)."""
+    first: dict = {}
+    for i, item in enumerate(items):
+        here = f"{path}[{i}]{key}"
+        if item not in first:
+            first[item] = i
+            continue
+        j = first[item]
+        there = f"{path}[{j}]{key}"
+        shown = repr(item) if isinstance(item, str) else \
+            f"for user {item[0]!r} on vhost {item[1]!r}"
+        if here in lines and there in lines:
+            where = f" at line {lines[here]} (first at line {lines[there]})"
+        else:
+            where = f" (first {there})"
+        raise ConfigError(f"{here}: duplicate {what} {shown}{where}")
+
+
+def check_hosts(hosts: tuple[str, ...], path: str, lines: dict | None = None) -> None:
+    """listen.hosts (or --host): at least one, each an address or a name, no repeats
+    (a second listener on the same address and port could never bind)."""
+    if not hosts:
+        raise ConfigError(f"{path}: expected at least one host")
+    flag = path.startswith("--")  # the command line: no index to name
+    for i, host in enumerate(hosts):
+        if not _is_host(host):
+            raise ConfigError(f"{path if flag else f'{path}[{i}]'}: expected an IP address "
+                              f"or a host name, got {_show(host)}")
+        if flag and host in hosts[:i]:
+            raise ConfigError(f"{path}: duplicate host {host!r}")
+    _duplicates(hosts, path, "host", lines or {})
+
+
+def from_dict(data: typing.Any, lines: dict | None = None) -> Config:
+    """Validate parsed YAML; ``lines`` (key path -> line, from yamlfile) lets a duplicate
+    name the lines of both."""
+    lines = lines or {}
     if data is None:
         return Config()
     cfg = _build(Config, data, "")
+    check_hosts(cfg.listen.hosts, "listen.hosts", lines)
+    _duplicates(cfg.vhosts, "vhosts", "vhost", lines)
+    _duplicates([u.name for u in cfg.users], "users", "user", lines, ".name")
+    _duplicates([(p.user, p.vhost) for p in cfg.permissions], "permissions",
+                "permission", lines)
     for i, u in enumerate(cfg.users):
         if u.password_hash is not None and not _is_sha256_hash(u.password_hash):
             raise ConfigError(f"users[{i}].password_hash: expected base64 of a 4-byte salt and "
                               f"a SHA-256 digest, got {u.password_hash!r}")
     names = {u.name for u in cfg.users}
+    if "permissions" not in data and cfg.permissions and (
+            cfg.permissions[0].user not in names or cfg.permissions[0].vhost not in cfg.vhosts):
+        raise ConfigError("permissions: not set, and the default (user 'guest' on vhost '/') "
+                          "names a user or vhost this file does not have; set permissions "
+                          "([] for none)")
     for i, p in enumerate(cfg.permissions):
         if p.user not in names:
             raise ConfigError(f"permissions[{i}].user: expected one of the users, got {p.user!r}")
@@ -255,17 +430,9 @@ def from_dict(data: typing.Any) -> Config:
 def load(path: str) -> Config:
     """Load and validate a YAML file; every error message starts with the file name."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
-    try:
-        return from_dict(data)
-    except ConfigError as e:
+        data, lines = yamlfile.read(path)
+        return from_dict(data, lines)
+    except (yamlfile.YAMLFileError, ConfigError) as e:
         raise ConfigError(f"{path}: {e}") from None
 
 

@@ -9,7 +9,7 @@ import platform
 from pamqp import commands as C
 from pamqp import decode as pdecode
 
-from . import __version__, errors, framing
+from . import __version__, errors, framing, heartbeat
 from .channel import Channel
 
 log = logging.getLogger("amqpbroker.connection")
@@ -67,6 +67,7 @@ class Connection:
         self.channel_max = limits.channel_max
         self.frame_max = limits.frame_max
         self.heartbeat = limits.heartbeat
+        self.heartbeats: heartbeat.Monitor | None = None   # from tune-ok, if negotiated
         self.last_recv = now
         self.last_send = now
         self._sent_marker = 0
@@ -95,7 +96,9 @@ class Connection:
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
         self._out = []
         self._out_size = 0
-        if now is None:
+        if data is framing.HEARTBEAT:  # as RabbitMQ's: heartbeats do not count as sent
+            pass
+        elif now is None:
             self._sent_marker += 1
         else:
             self.last_send = now
@@ -204,9 +207,8 @@ class Connection:
             method = framing.decode_method(payload)
             cls = method.index >> 16
             if cls == 10:
-                raise errors.CommandInvalid(
-                    f"connection method {method.name} on channel {channel}",
-                    cls, method.index & 0xFFFF)
+                raise errors.CommandInvalid(  # RabbitMQ's text, not naming it
+                    "unimplemented method", cls, method.index & 0xFFFF)
             if ch is None:
                 self._no_channel_method(channel, method)
                 return
@@ -246,7 +248,7 @@ class Connection:
                     f"number of channels opened ({open_count}) has reached the negotiated "
                     f"channel_max ({self.channel_max})", 20, 10)
             self.channels[number] = Channel(self, number)
-            self.send(framing.method_frame(number, C.Channel.OpenOk()))
+            self.send(framing.channel_open_ok(number))
         elif method.name == "Channel.CloseOk":
             pass  # a late Close-Ok for a channel already gone
         elif method.name == "Channel.Close":
@@ -323,7 +325,7 @@ class Connection:
         if self.state == AWAIT_START_OK and name == "Connection.StartOk":
             self._start_ok(m)
         elif self.state == AWAIT_TUNE_OK and name == "Connection.TuneOk":
-            self._tune_ok(m)
+            self._tune_ok(m, now)
         elif self.state == AWAIT_OPEN and name == "Connection.Open":
             limit = self.config.limits.max_connections
             if limit and len(self.broker.connections) >= limit:
@@ -390,7 +392,7 @@ class Connection:
             heartbeat=limits.heartbeat)))
         self.state = AWAIT_TUNE_OK
 
-    def _tune_ok(self, m) -> None:
+    def _tune_ok(self, m, now: float) -> None:
         limits = self.config.limits
         for field, value, ours in (("channel_max", m.channel_max, limits.channel_max),
                                    ("frame_max", m.frame_max, limits.frame_max)):
@@ -406,6 +408,7 @@ class Connection:
         self.frame_max = m.frame_max or limits.frame_max
         self.reader.frame_max = self.frame_max
         self.heartbeat = m.heartbeat  # the server uses the client's value as is
+        self.heartbeats = heartbeat.Monitor(m.heartbeat, now) if m.heartbeat else None
         self.state = AWAIT_OPEN
 
     def became_publisher(self) -> None:
@@ -489,9 +492,8 @@ class Connection:
             deadlines.append(self.handshake_deadline)
         if self.close_deadline is not None:
             deadlines.append(self.close_deadline)
-        if self.heartbeat and self.state in (AWAIT_OPEN, OPEN):
-            deadlines.append(self.last_send + self.heartbeat / 2)
-            deadlines.append(self.last_recv + 2 * self.heartbeat)
+        if self.heartbeats is not None and self.state in (AWAIT_OPEN, OPEN):
+            deadlines.append(self.heartbeats.deadline())
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
@@ -502,19 +504,19 @@ class Connection:
             self.should_close = True
             self.state = CLOSED
             return
-        if not self.heartbeat or self.state not in (AWAIT_OPEN, OPEN):
+        hb = self.heartbeats
+        if hb is None or self.state not in (AWAIT_OPEN, OPEN):
             return
         if self._sent_marker:  # anything sent since the last tick counts
             self._sent_marker = 0
             self.last_send = now
         if self.blocked:  # we are not reading it: its silence is ours, not the peer's
             self.last_recv = now
-        if now - self.last_recv >= 2 * self.heartbeat:
+        if hb.peer_dead(now, self.last_recv):
             log.info("missed heartbeats from %s, closing the connection", self.peer)
             self._teardown()
             self.should_close = True
             self.state = CLOSED
             return
-        if now - self.last_send >= self.heartbeat / 2:
+        if hb.send_due(now, self.last_send):
             self.send(framing.HEARTBEAT)
-            self.last_send = now

@@ -3,6 +3,7 @@ decoded headers table."""
 from __future__ import annotations
 
 from . import errors, values
+from .topictrie import DestSet, TopicTrie
 
 
 def _canon(value):
@@ -26,6 +27,9 @@ class Binding:
 
 
 class Exchange:
+    """``bindings``: this exchange the source, by binding key.  ``incoming``: bindings with
+    this exchange the destination (exchange-to-exchange), as an ordered set; a queue's
+    ``bindings`` is the same for the queue.  Every change is O(1) plus the type's index."""
     type = ""
 
     def __init__(self, name: str, durable: bool = True, auto_delete: bool = False,
@@ -37,6 +41,7 @@ class Exchange:
         self.arguments = arguments or {}
         self.arg_types: dict[str, str] = {}  # wire types of the arguments, for texts
         self.bindings: dict[tuple, Binding] = {}  # key -> binding, this exchange the source
+        self.incoming: dict[Binding, None] = {}   # bindings to this exchange
         self.had_binding = False
         self.deleted = False
 
@@ -49,25 +54,39 @@ class Exchange:
         pass
 
     def add(self, b: Binding) -> bool:
+        """Add a binding (and to its destination's set); False if it exists."""
         if b.key in self.bindings:
             return False
         self.validate_binding(b.routing_key, b.arguments)
         self.bindings[b.key] = b
+        _incoming(b.destination)[b] = None
         self.had_binding = True
-        self._changed()
+        self._added(b)
         return True
 
     def remove(self, key: tuple) -> Binding | None:
         b = self.bindings.pop(key, None)
         if b is not None:
-            self._changed()
+            _incoming(b.destination).pop(b, None)
+            self._removed(b)
         return b
 
-    def _changed(self) -> None:
-        """Rebuild any routing index (bindings change rarely, routing is hot)."""
+    def _added(self, b: Binding) -> None:
+        """Update the routing index for one new binding."""
 
-    def route(self, routing_key: str, headers) -> list:
+    def _removed(self, b: Binding) -> None:
+        """Update the routing index for one removed binding."""
+
+    def route(self, routing_key: str, headers):
+        """The destinations for one routing key (an iterable; may repeat none)."""
         raise NotImplementedError
+
+
+def _incoming(dest) -> dict:
+    return dest.incoming if isinstance(dest, Exchange) else dest.bindings
+
+
+_NONE: dict = {}
 
 
 class DirectExchange(Exchange):
@@ -75,16 +94,21 @@ class DirectExchange(Exchange):
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
-        self._index: dict[str, list] = {}
+        self._index: dict[str, DestSet] = {}
 
-    def _changed(self) -> None:
-        index: dict[str, list] = {}
-        for b in self.bindings.values():
-            index.setdefault(b.routing_key, []).append(b.destination)
-        self._index = index
+    def _added(self, b):
+        s = self._index.get(b.routing_key)
+        if s is None:
+            s = self._index[b.routing_key] = DestSet()
+        s.add(b.destination)
+
+    def _removed(self, b):
+        if self._index[b.routing_key].remove(b.destination):
+            del self._index[b.routing_key]
 
     def route(self, routing_key, headers):
-        return self._index.get(routing_key, ())
+        s = self._index.get(routing_key)
+        return s.dests.values() if s is not None else ()
 
 
 class FanoutExchange(Exchange):
@@ -92,14 +116,16 @@ class FanoutExchange(Exchange):
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
-        self._dests: list = []
+        self._dests = DestSet()
 
-    def _changed(self) -> None:
-        self._dests = list({id(b.destination): b.destination
-                            for b in self.bindings.values()}.values())
+    def _added(self, b):
+        self._dests.add(b.destination)
+
+    def _removed(self, b):
+        self._dests.remove(b.destination)
 
     def route(self, routing_key, headers):
-        return self._dests
+        return self._dests.dests.values()
 
 
 def split_topic(key: str) -> tuple[str, ...]:
@@ -108,7 +134,8 @@ def split_topic(key: str) -> tuple[str, ...]:
 
 
 def topic_match(pattern: tuple[str, ...], words: tuple[str, ...]) -> bool:
-    """``*`` matches exactly one word (possibly empty), ``#`` zero or more."""
+    """``*`` matches exactly one word (possibly empty), ``#`` zero or more.  The reference
+    for the trie's tests; routing uses the trie."""
     # iterative matcher with backtracking over the last '#'
     p = w = 0
     star_p, star_w = -1, 0
@@ -135,21 +162,25 @@ class TopicExchange(Exchange):
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
-        self._patterns: list[tuple[tuple[str, ...], object]] = []
-        self._cache: dict[str, list] = {}
+        self._trie = TopicTrie()
+        self._cache: dict[str, list] = {}  # routing key -> destinations, until a change
 
-    def _changed(self) -> None:
-        self._patterns = [(split_topic(b.routing_key), b.destination)
-                          for b in self.bindings.values()]
-        self._cache = {}
+    def _added(self, b):
+        self._trie.add(split_topic(b.routing_key), b.destination)
+        if self._cache:
+            self._cache = {}
+
+    def _removed(self, b):
+        self._trie.remove(split_topic(b.routing_key), b.destination)
+        if self._cache:
+            self._cache = {}
 
     def route(self, routing_key, headers):
         hit = self._cache.get(routing_key)
         if hit is None:
-            words = split_topic(routing_key)
-            hit = [d for pat, d in self._patterns if topic_match(pat, words)]
+            hit = list(self._trie.match(split_topic(routing_key)).values())
             if len(self._cache) > 4096:
-                self._cache.clear()
+                self._cache = {}
             self._cache[routing_key] = hit
         return hit
 

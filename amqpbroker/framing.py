@@ -191,6 +191,13 @@ def access_request_ok(channel: int) -> bytes:
     return _frame_hdr.pack(FRAME_METHOD, channel, len(payload)) + payload + b"\xce"
 
 
+def channel_open_ok(channel: int) -> bytes:
+    """Channel.Open-Ok with an empty reserved channel-id longstr, as RabbitMQ sends (pamqp
+    insists on "0"; amqp-client.js's AMQPSession hangs on that)."""
+    payload = b"\x00\x14\x00\x0b\x00\x00\x00\x00"
+    return _frame_hdr.pack(FRAME_METHOD, channel, len(payload)) + payload + b"\xce"
+
+
 def decode_method(payload: bytes):
     """Decode a method frame's payload into a method object.
 
@@ -355,10 +362,11 @@ def basic_return(channel: int, reply_code: int, reply_text: str, exchange: str,
 
 
 def confirm(channel: int, delivery_tag: int, multiple: bool, ack: bool = True) -> bytes:
-    """Basic.Ack, or Basic.Nack with requeue=false, from the broker (publisher confirms)."""
+    """Basic.Ack, or Basic.Nack from the broker (publisher confirms); a nack has
+    requeue=true, as RabbitMQ's (its record's default)."""
     return b"".join((_frame_hdr.pack(FRAME_METHOD, channel, 13),
                      b"\x00\x3c\x00\x50" if ack else b"\x00\x3c\x00\x78",
-                     _tag_bit.pack(delivery_tag, multiple), b"\xce"))
+                     _tag_bit.pack(delivery_tag, multiple | (0 if ack else 2)), b"\xce"))
 
 
 def content_header_size(payload: bytes) -> tuple[int, int, bytes]:

@@ -290,7 +290,7 @@ class Queue:
         self._groups: list[list[Consumer]] = []   # consumers by priority, highest first
         self._rr: dict[int, int] = {}             # round-robin position per group
         self.had_consumer = False
-        self.bindings: list = []                  # bindings with this queue as destination
+        self.bindings: dict = {}  # bindings to this queue (an ordered set: binding -> None)
         self.deleted = False
         self._next_seq = 0
         self._expiry: list[tuple[float, QueuedMessage]] = []  # heap of message deadlines

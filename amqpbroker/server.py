@@ -2,6 +2,7 @@
 graceful shutdown.  Everything below this module is synchronous and sans-I/O."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -12,9 +13,9 @@ import anyio
 from anyio.abc import SocketAttribute
 
 from .broker import Broker
-from .config import Config
+from .config import Config, StartError
 from .connection import Connection
-from .store import open_store
+from .store import StoreError, open_store
 
 log = logging.getLogger("amqpbroker.server")
 
@@ -64,42 +65,89 @@ class _Doorbell:
 
 class Server:
     def __init__(self, config: Config):
+        """Open the store, recover, apply the definitions.  Every failure that is the
+        configuration's is a ConfigError (StartError: the key path of the data directory)
+        of one line; the store is closed again."""
         self.config = config
-        self.store = open_store(config.storage.backend, config.storage.path)
+        try:
+            self.store = open_store(config.storage.backend, config.storage.path)
+        except StoreError as e:
+            raise StartError("storage.path", str(e)) from None
         started = time.monotonic()
-        self.broker = Broker(config, self.store)
+        try:
+            self.broker = Broker(config, self.store)
+            if self.store.gen != self.store.synced:  # the definitions: written before we
+                self._commit_definitions()           # listen, so a failure stops the start
+        except BaseException as e:
+            _close_quietly(self.store)
+            if isinstance(e, StoreError):
+                raise StartError("storage.path", str(e)) from None
+            raise
         queued = sum(q.message_count for vh in self.broker.vhosts.values()
                      for q in vh.queues.values())
-        log.info("storage: %s%s; recovered %d queues, %d messages in %.2f s",
-                 config.storage.backend,
-                 f" at {config.storage.path}" if self.store.durable else "",
-                 sum(len(vh.queues) for vh in self.broker.vhosts.values()), queued,
-                 time.monotonic() - started)
+        # start-up lines wait until every step succeeded (serve() logs them), so that a
+        # mistake found at start is the only line on stderr
+        self._startup_log: list[tuple[int, str, tuple]] = [(
+            logging.INFO, "storage: %s%s; recovered %d queues, %d messages in %.2f s",
+            (config.storage.backend, f" at {config.storage.path}" if self.store.durable else "",
+             sum(len(vh.queues) for vh in self.broker.vhosts.values()), queued,
+             time.monotonic() - started))]
         self.ports: list[tuple[str, int]] = []
+        self._listener = None
         self._live: dict[Connection, _Doorbell] = {}
         self._drained: dict[Connection, _Doorbell] = {}  # wakes a reader held back
 
-    async def serve(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+    def _commit_definitions(self) -> None:
+        try:
+            self.store.sync_blocking()
+        except Exception as e:
+            raise StoreError(f"cannot write {getattr(self.store, 'path', 'the store')} "
+                             f"({' '.join(str(e).split())})") from None
+
+    async def listen(self) -> None:
+        """Bind every listener, before any task starts: a host that cannot be bound or a
+        port in use is a StartError naming ``listen.hosts[i]`` or ``listen.port``.
+        ``serve()`` calls it when it was not called before."""
+        if self._listener is not None:
+            return
         listeners = []
         port = self.config.listen.port
-        for host in self.config.listen.hosts:
-            try:
-                lst = await anyio.create_tcp_listener(local_host=host, local_port=port,
-                                                      reuse_port=False)
-            except OSError as e:
-                if listeners and ":" in host:  # no IPv6 here: IPv4 alone is fine
-                    log.warning("cannot listen on [%s]:%d: %s", host, port, e.strerror)
-                    continue
-                raise
-            for sub in lst.listeners:
-                addr = sub.extra(SocketAttribute.local_address)
-                port = addr[1]  # port 0: the others bind the port the first one got
-                shown = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
-                log.info("listening on %s:%d", shown, addr[1])
-                self.ports.append((addr[0], addr[1]))
-            listeners.append(lst)
-        multi = anyio.streams.stapled.MultiListener(listeners) if len(listeners) > 1 \
-            else listeners[0]
+        try:
+            for i, host in enumerate(self.config.listen.hosts):
+                try:
+                    lst = await anyio.create_tcp_listener(local_host=host, local_port=port,
+                                                          reuse_port=False)
+                except OSError as e:
+                    if listeners and ":" in host and (e.errno != errno.EADDRINUSE or
+                                                      self.config.listen.port == 0):
+                        # no IPv6 here (or, for port 0, its twin taken): IPv4 alone is fine
+                        self._startup_log.append((logging.WARNING,
+                                                  "cannot listen on [%s]:%d: %s",
+                                                  (host, port, e.strerror or e)))
+                        continue
+                    raise _bind_error(i, host, port, e) from None
+                for sub in lst.listeners:
+                    addr = sub.extra(SocketAttribute.local_address)
+                    port = addr[1]  # port 0: the others bind the port the first one got
+                    shown = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
+                    self._startup_log.append((logging.INFO, "listening on %s:%d",
+                                              (shown, addr[1])))
+                    self.ports.append((addr[0], addr[1]))
+                listeners.append(lst)
+        except BaseException:
+            for lst in listeners:
+                await lst.aclose()
+            self.ports.clear()
+            raise
+        self._listener = anyio.streams.stapled.MultiListener(listeners) \
+            if len(listeners) > 1 else listeners[0]
+
+    async def serve(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+        await self.listen()
+        multi = self._listener
+        for level, text, args in self._startup_log:
+            log.log(level, text, *args)
+        self._startup_log.clear()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._ticker)
             tg.start_soon(self._flusher)
@@ -291,6 +339,28 @@ class Server:
             bell.ring()
 
 
+def _bind_error(index: int, host: str, port: int, e: OSError) -> StartError:
+    """The key to blame: the port when it is taken or privileged, else the host."""
+    where = f"[{host}]" if ":" in host else host
+    if isinstance(e, socket.gaierror):
+        return StartError(f"listen.hosts[{index}]",
+                          f"cannot resolve {host!r}: {e.strerror or e}")
+    text = e.strerror or " ".join(str(e).split())
+    if e.errno == errno.EADDRINUSE:
+        return StartError("listen.port", f"cannot listen on {where}:{port}: {text}")
+    if e.errno == errno.EACCES and 0 < port < 1024:
+        return StartError("listen.port", f"cannot listen on {where}:{port}: {text} "
+                                         f"(ports below 1024 need privileges)")
+    return StartError(f"listen.hosts[{index}]", f"cannot listen on {where}:{port}: {text}")
+
+
+def _close_quietly(store) -> None:
+    try:
+        store.close()
+    except Exception:
+        log.exception("closing the store failed")
+
+
 async def _discard(stream) -> None:
     try:
         while await stream.receive(65536):
@@ -301,6 +371,11 @@ async def _discard(stream) -> None:
 
 async def run(config: Config) -> None:
     server = Server(config)
+    try:
+        await server.listen()  # outside any task group: its errors come out unwrapped
+    except BaseException:
+        _close_quietly(server.store)
+        raise
     async with anyio.create_task_group() as tg:
         await tg.start(server.serve)
 

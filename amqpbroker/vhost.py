@@ -202,34 +202,19 @@ class VirtualHost:
         ex.deleted = True
         if ex.durable:
             self.store.delete_exchange(self.name, ex.name)
-        for b in list(ex.bindings.values()):
+        for b in list(ex.bindings.values()) + list(ex.incoming):
             self._drop_binding(b)
-        # bindings where this exchange is the destination
-        for other in list(self.exchanges.values()):
-            for b in [b for b in other.bindings.values() if b.destination is ex]:
-                self._drop_binding(b)
 
     def _drop_binding(self, b: Binding) -> None:
-        """Remove a binding, then auto-delete an exchange that lost its last binding."""
-        b.source.remove(b.key)
-        dest = b.destination
-        if b.source.durable and dest.durable:
+        """Remove a binding, then auto-delete its source if that was its last binding (as
+        RabbitMQ: bindings to an exchange do not keep it)."""
+        src = b.source
+        if src.remove(b.key) is None:
+            return  # already gone (with its source or its destination)
+        if src.durable and b.destination.durable:
             self.store.delete_binding(self._binding_def(b))
-        if isinstance(dest, Queue):
-            try:
-                dest.bindings.remove(b)
-            except ValueError:
-                pass
-        for ex in (b.source, dest):
-            if isinstance(ex, Exchange) and ex.auto_delete and not ex.deleted and \
-                    not self._has_bindings(ex):
-                self._remove_exchange(ex)
-
-    def _has_bindings(self, ex: Exchange) -> bool:
-        if ex.bindings:
-            return True
-        return any(b.destination is ex for o in self.exchanges.values()
-                   for b in o.bindings.values())
+        if src.auto_delete and not src.deleted and not src.bindings:
+            self._remove_exchange(src)
 
     def bind(self, source_name: str, dest, routing_key: str, arguments: dict) -> None:
         if source_name == "":
@@ -237,8 +222,6 @@ class VirtualHost:
         source = self.get_exchange(source_name)
         b = Binding(source, dest, routing_key, arguments)
         if source.add(b):
-            if isinstance(dest, Queue):
-                dest.bindings.append(b)
             if source.durable and dest.durable:
                 self.store.put_binding(self._binding_def(b))
 
@@ -375,8 +358,7 @@ class VirtualHost:
             if source is None or dest is None:
                 continue
             b = Binding(source, dest, d.routing_key, d.arguments)
-            if source.add(b) and isinstance(dest, Queue):
-                dest.bindings.append(b)
+            source.add(b)
         for (vhost, name), stored in recovered.messages.items():
             q = self.queues.get(name)
             if vhost != self.name or q is None:

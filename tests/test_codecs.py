@@ -143,7 +143,7 @@ def test_confirm_matches_pamqp(channel, delivery_tag, multiple):
     assert framing.confirm(channel, delivery_tag, multiple, True) == pframe.marshal(
         C.Basic.Ack(delivery_tag=delivery_tag, multiple=multiple), channel)
     assert framing.confirm(channel, delivery_tag, multiple, False) == pframe.marshal(
-        C.Basic.Nack(delivery_tag=delivery_tag, multiple=multiple, requeue=False), channel)
+        C.Basic.Nack(delivery_tag=delivery_tag, multiple=multiple, requeue=True), channel)
 
 
 def test_heartbeat_constant():

@@ -121,6 +121,93 @@ MISTAKES = [
      "definitions.bindings[0].source: required key is missing"),
     ("definitions:\n  policies: []\n",
      "definitions.policies: unknown key (expected one of exchanges, queues, bindings)"),
+    # duplicate keys (the YAML itself): the later line and the first
+    ("limits:\n  heartbeat: 1\n  frame_max: 4096\n  heartbeat: 2\n",
+     "limits.heartbeat: duplicate key at line 4 (first at line 2)"),
+    ("listen: {port: 1}\nvhosts: [/]\nlisten: {port: 2}\n",
+     "listen: duplicate key at line 3 (first at line 1)"),
+    ("users:\n  - name: a\n    password: b\n    password: c\n",
+     "users[0].password: duplicate key at line 4 (first at line 3)"),
+    ("definitions:\n  queues:\n    - {name: q, arguments: {x-a: 1, x-a: 2}}\n",
+     "definitions.queues[0].arguments.x-a: duplicate key at line 3 (first at line 3)"),
+    # duplicate items
+    ("users:\n  - name: a\n    password: b\n  - name: guest\n    password: g\n"
+     "  - name: a\n    password: c\n",
+     "users[2].name: duplicate user 'a' at line 6 (first at line 2)"),
+    ("vhosts:\n  - /\n  - dev\n  - dev\n",
+     "vhosts[2]: duplicate vhost 'dev' at line 4 (first at line 3)"),
+    ("permissions:\n  - {user: guest, read: a}\n  - {user: guest, vhost: /}\n",
+     "permissions[1]: duplicate permission for user 'guest' on vhost '/' at line 3 "
+     "(first at line 2)"),
+    ("listen:\n  hosts:\n    - 127.0.0.1\n    - ::1\n    - 127.0.0.1\n",
+     "listen.hosts[2]: duplicate host '127.0.0.1' at line 5 (first at line 3)"),
+    # hosts, paths, names
+    ("listen:\n  hosts: []\n", "listen.hosts: expected at least one host"),
+    ("listen:\n  hosts: ['999.1.1.1']\n",
+     "listen.hosts[0]: expected an IP address or a host name, got '999.1.1.1'"),
+    ("listen:\n  hosts: ['local host']\n",
+     "listen.hosts[0]: expected an IP address or a host name, got 'local host'"),
+    ("listen:\n  port: '5672'\n", "listen.port: expected an integer, got '5672'"),
+    ("storage:\n  path: ''\n", "storage.path: expected a directory path, got ''"),
+    ("vhosts: ['']\n", "vhosts[0]: expected a vhost name of 1..255 bytes, got ''"),
+    ("users:\n  - {name: '', password: x}\npermissions: []\n",
+     "users[0].name: expected a user name of 1..255 bytes, got ''"),
+    ("definitions:\n  queues:\n    - name: ''\n",
+     "definitions.queues[0].name: expected a queue name of 1..255 bytes, got ''"),
+    ("definitions:\n  exchanges:\n    - name: " + "x" * 256 + "\n",
+     "definitions.exchanges[0].name: expected an exchange name of 1..255 bytes, got '"
+     + "x" * 56 + "..."),
+    ("definitions:\n  bindings:\n    - {source: amq.direct, destination: q, routing_key: "
+     + "é" * 128 + "}\n",
+     "definitions.bindings[0].routing_key: expected a routing key of 0..255 bytes, got '"
+     + "é" * 56 + "..."),
+    # text that UTF-8 cannot encode (a YAML escape makes a lone surrogate)
+    ('server:\n  product: "a\\ud800"\n',
+     "server.product: expected text that UTF-8 can encode, got 'a\\ud800' "
+     "(character 2 is '\\ud800')"),
+    # numbers
+    ("limits:\n  memory_high_watermark: .nan\n",
+     "limits.memory_high_watermark: expected a finite number, got nan"),
+    # argument values: what a field table (and so the store) can carry
+    ("definitions:\n  queues:\n    - {name: q, arguments: {x-a: 2020-01-01}}\n",
+     "definitions.queues[0].arguments.x-a: expected a string, number, boolean, null, "
+     "timestamp, list or mapping, got a date (datetime.date(2020, 1, 1))"),
+    ("definitions:\n  queues:\n    - {name: q, arguments: {x-a: !!binary aGk=}}\n",
+     "definitions.queues[0].arguments.x-a: expected a string, number, boolean, null, "
+     "timestamp, list or mapping, got binary data (b'hi')"),
+    ("definitions:\n  queues:\n    - {name: q, arguments: {x-a: [1, {2: b}]}}\n",
+     "definitions.queues[0].arguments.x-a[1]: expected a mapping with string keys, got the "
+     "key 2"),
+    ("definitions:\n  queues:\n    - {name: q, arguments: {x-a: 9223372036854775808}}\n",
+     "definitions.queues[0].arguments.x-a: expected a 64-bit signed integer, got "
+     "9223372036854775808"),
+    ("definitions:\n  queues:\n    - {name: q, arguments: {x-a: [.inf]}}\n",
+     "definitions.queues[0].arguments.x-a[0]: expected a finite number, got inf"),
+    ("definitions:\n  exchanges:\n    - {name: x, arguments: {" + "k" * 256 + ": 1}}\n",
+     "definitions.exchanges[0].arguments." + "k" * 256 + ": expected a key of 1..255 bytes, "
+     "got 256 bytes"),
+    ('definitions:\n  queues:\n    - {name: q, arguments: {x-a: "\\udcff"}}\n',
+     "definitions.queues[0].arguments.x-a: expected text that UTF-8 can encode, got "
+     "'\\udcff' (character 1 is '\\udcff')"),
+    # null where a list is needed; the default permissions without guest or '/'
+    ("users:\n", "users: expected a list, got None ([] for none)"),
+    ("users:\n  -\n", "users[0]: expected a mapping, got None"),
+    ("vhosts: [dev]\n",
+     "permissions: not set, and the default (user 'guest' on vhost '/') names a user or "
+     "vhost this file does not have; set permissions ([] for none)"),
+    ("users:\n  - {name: alice, password: x}\n",
+     "permissions: not set, and the default (user 'guest' on vhost '/') names a user or "
+     "vhost this file does not have; set permissions ([] for none)"),
+    # YAML that is not one plain document
+    ("a: 1\n---\nb: 2\n",
+     "invalid YAML at line 2, column 1: expected a single document in the stream, but found "
+     "another document"),
+    ("x: !!python/object:os.system ls\n",
+     "invalid YAML at line 1, column 4: could not determine a constructor for the tag "
+     "'tag:yaml.org,2002:python/object:os.system'"),
+    ("x: *nowhere\n", "invalid YAML at line 1, column 4: found undefined alias 'nowhere'"),
+    ("server:\n  product: \"a\x07\"\n",
+     "invalid YAML at line 2, column 14: character #x0007 is not allowed"),
 ]
 
 # definitions that parse but cannot be applied: serve stops, check-config says the same
@@ -201,6 +288,47 @@ def test_mistakes_have_exact_messages(tmp_path, text, message):
               for cls in (config.Config, config.Limits, config.User)}
     assert str(e.value) == f"{f}: {message.format(**fields)}"
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"server:\n  product: \"\xff\"\n", "invalid UTF-8 at line 2, column 13 (byte 0xff)"),
+    (b"# caf\xe9\nlimits: {}\n", "invalid UTF-8 at line 1, column 6 (byte 0xe9)"),
+    (b"\xfe\xff\x00l\x00i", "invalid UTF-8 at line 1, column 1 (byte 0xfe)"),  # UTF-16
+])
+def test_invalid_utf8(tmp_path, data, message):
+    f = tmp_path / "latin1.yaml"
+    f.write_bytes(data)
+    with pytest.raises(config.ConfigError) as e:
+        config.load(str(f))
+    assert str(e.value) == f"{f}: {message}"
+
+
+def test_utf8_bom_and_merge_keys_are_not_mistakes(tmp_path):
+    """A BOM is fine, and a key overriding one merged in with ``<<`` is no duplicate."""
+    f = tmp_path / "merge.yaml"
+    f.write_bytes("\ufeffdefinitions:\n  queues:\n"
+                  "    - &base {name: a, durable: false}\n"
+                  "    - <<: *base\n      name: b\n".encode())
+    queues = config.load(str(f)).definitions.queues
+    assert [(q.name, q.durable) for q in queues] == [("a", False), ("b", False)]
+
+
+def test_empty_sections_are_defaults(tmp_path):
+    f = tmp_path / "sections.yaml"
+    f.write_text("listen:\nlimits:\n  # heartbeat: 5\nstorage:\n")
+    assert config.load(str(f)) == config.Config()
+
+
+def test_a_completely_empty_file_is_defaults(tmp_path):
+    f = tmp_path / "zero.yaml"
+    f.write_bytes(b"")
+    assert config.load(str(f)) == config.Config()
+
+
+def test_directory_as_config(tmp_path):
+    with pytest.raises(config.ConfigError) as e:
+        config.load(str(tmp_path))
+    assert str(e.value) == f"{tmp_path}: cannot read: Is a directory"
 
 
 def test_invalid_yaml_message(tmp_path):

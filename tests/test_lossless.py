@@ -389,7 +389,7 @@ def test_a_schema_1_store_is_migrated(tmp_path):
     r = Raw(sqlite_broker(data))
     vh = r.broker.vhosts["/"]
     q = vh.queues["q-é"]
-    assert q.args.max_length == 10 and q.bindings[0].arguments == {"x-match": "any", "a": "b"}
+    assert q.args.max_length == 10 and next(iter(q.bindings)).arguments == {"x-match": "any", "a": "b"}
     m, _p, body = r.get("q-é".encode())
     assert body == b"body" and m.endswith(ss("x-é".encode()) + ss("rk-é".encode())
                                           + b"\x00\x00\x00\x00")

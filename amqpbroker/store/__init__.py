@@ -5,15 +5,26 @@
 """
 from __future__ import annotations
 
-from .base import Recovered, Store
+from .base import Recovered, Store, StoreError
 from .memory import MemoryStore
 
 
 def open_store(backend: str, path: str) -> Store:
+    """The configured store, for a broker: the SQLite store also locks its directory, so
+    a second broker on the same data directory stops with a StoreError."""
     if backend == "memory":
         return MemoryStore()
     from .sqlite import SQLiteStore
-    return SQLiteStore(path)
+    from .sqlite_open import DirectoryLock, prepare
+    prepare(path)
+    lock = DirectoryLock(path)
+    try:
+        store = SQLiteStore(path)
+    except BaseException:
+        lock.release()
+        raise
+    store.lock = lock
+    return store
 
 
-__all__ = ["MemoryStore", "Recovered", "Store", "open_store"]
+__all__ = ["MemoryStore", "Recovered", "Store", "StoreError", "open_store"]

@@ -10,6 +10,12 @@ from typing import Protocol
 from ..message import Message
 
 
+class StoreError(Exception):
+    """The store cannot be opened or recovered (a data directory that is a file or not
+    writable, a file that is not an intact SQLite database of ours, a directory another
+    broker holds).  One line, naming the path; the command line adds ``storage.path``."""
+
+
 @dataclass
 class ExchangeDef:
     vhost: str

@@ -10,7 +10,6 @@ so a dead-lettered message leaves its source and enters its targets atomically.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 
@@ -18,6 +17,7 @@ import anyio
 
 from ..message import Message
 from ..values import encode_table, raw, table_from, text
+from . import sqlite_open
 from .base import BindingDef, ExchangeDef, QueueDef, Recovered, StoredMessage
 
 # Schema 2: names and keys are BLOBs (the exact bytes a client sent, any bytes RabbitMQ
@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS queues (
 CREATE TABLE IF NOT EXISTS bindings (
     vhost TEXT NOT NULL, source BLOB NOT NULL, dest_kind TEXT NOT NULL,
     destination BLOB NOT NULL, routing_key BLOB NOT NULL, arguments BLOB NOT NULL,
-    PRIMARY KEY (vhost, source, dest_kind, destination, routing_key, arguments));
+    PRIMARY KEY (vhost, source, dest_kind, destination, routing_key, arguments))
+    WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
     vhost TEXT NOT NULL, queue BLOB NOT NULL, seq INTEGER NOT NULL, exchange BLOB NOT NULL,
     routing_key BLOB NOT NULL, props BLOB NOT NULL, body BLOB NOT NULL, cc TEXT,
@@ -111,12 +112,11 @@ class SQLiteStore:
     durable = True
 
     def __init__(self, directory: str):
-        os.makedirs(directory, exist_ok=True)
-        self.path = os.path.join(directory, "amqpbroker.sqlite3")
-        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        open_schema(self.db)
+        # a StoreError (one line naming the path) for a directory that is a file or not
+        # writable, a file that is not an intact database of ours
+        self.path = sqlite_open.prepare(directory)
+        self.db = sqlite_open.connect(self.path, SCHEMA, open_schema)
+        self.lock: sqlite_open.DirectoryLock | None = None  # open_store() takes one
         self._batch: list = []
         self._inserts: dict[tuple, int] = {}  # pending message inserts: key -> batch index
         self._failed: list = []  # a batch whose commit failed, to be retried
@@ -149,6 +149,8 @@ class SQLiteStore:
         self._op("qm-", (vhost, raw(name)))
 
     def _binding_key(self, d: BindingDef) -> tuple:
+        # the primary key: a put or delete is one B-tree search (the table is WITHOUT ROWID,
+        # so there is no second B-tree to update)
         return (d.vhost, raw(d.source), d.dest_kind, raw(d.destination), raw(d.routing_key),
                 encode_table(d.arguments))
 
@@ -259,6 +261,10 @@ class SQLiteStore:
         return r
 
     def close(self) -> None:
-        if self._batch or self._failed:
-            self.sync_blocking()
-        self.db.close()
+        try:
+            if self._batch or self._failed:
+                self.sync_blocking()
+            self.db.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
