@@ -17,7 +17,8 @@ log = logging.getLogger("amqpbroker.broker")
 
 def hash_password(password: str, salt: bytes) -> str:
     """RabbitMQ's rabbit_password_hashing_sha256: base64(salt4 + sha256(salt4 + password))."""
-    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+    return base64.b64encode(salt + hashlib.sha256(
+        salt + password.encode("utf-8", "surrogateescape")).digest()).decode()
 
 
 def check_password(user, password: str) -> bool:
@@ -27,8 +28,8 @@ def check_password(user, password: str) -> bool:
         except ValueError:
             return False
         return hmac.compare_digest(hash_password(password, raw[:4]), user.password_hash)
-    return user.password is not None and hmac.compare_digest(user.password.encode(),
-                                                             password.encode())
+    return user.password is not None and hmac.compare_digest(
+        user.password.encode(), password.encode("utf-8", "surrogateescape"))
 
 
 class Permissions:

@@ -359,7 +359,8 @@ class Connection:
                 raise errors.AccessRefusedHard("Login was refused using authentication "
                                                "mechanism PLAIN. For details see the broker "
                                                "logfile.")
-            username, password = parts[1].decode(), parts[2].decode()
+            username, password = (parts[1].decode("utf-8", "surrogateescape"),
+                                  parts[2].decode("utf-8", "surrogateescape"))
         elif mech == "AMQPLAIN":
             try:
                 _, table = pdecode.field_table(

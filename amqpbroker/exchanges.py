@@ -2,8 +2,6 @@
 decoded headers table."""
 from __future__ import annotations
 
-from decimal import Decimal
-
 from . import errors, values
 from .topictrie import DestSet, TopicTrie
 

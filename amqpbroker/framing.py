@@ -1,10 +1,12 @@
 """Sans-I/O framing: a frame reader, frame encoders and the hot-path codecs.
 
-pamqp is the reference codec and handles every method, but a full pamqp decode + encode
-costs ~50 µs per message.  So the few methods on the per-message path (Basic.Publish in,
-Basic.Deliver / GetOk / Return out, Basic.Ack / Nack / Reject in, Basic.Ack / Nack out) have
-hand-written ``struct`` codecs, proven byte-identical to pamqp by tests; everything else
-goes through pamqp.  Content headers stay as the raw bytes received.
+The few methods on the per-message path (Basic.Publish in, Basic.Deliver / GetOk / Return
+out, Basic.Ack / Nack / Reject in, Basic.Ack / Nack out) have hand-written ``struct``
+codecs, proven byte-identical to pamqp by tests.  Every other method is decoded by
+``methods.unmarshal`` from pamqp's field lists, losslessly (see values.py: any bytes round-trip,
+tables keep their wire types); what we send is encoded by methods.py or by pamqp's
+marshalling with our lossless shortstr and table encoders, never pamqp's validators.
+Content headers stay as the raw bytes received.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import struct
 from pamqp import commands, encode
 
 from . import errors, values
+from .methods import decode_properties, fields_of, unmarshal  # noqa: F401  (re-exported)
 from .values import TYPE_NAMES, shortstr, text  # noqa: F401  (re-exported)
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
@@ -241,8 +244,9 @@ def decode_method(payload: bytes):
             index >> 16, index & 0xFFFF)
     method = cls.__new__(cls)
     try:
-        _unmarshal(method, _fields(cls), payload)
-    except errors.AMQPError:
+        unmarshal(method, fields_of(cls), payload)
+    except errors.SyntaxError_ as e:  # a malformed table
+        e.class_id, e.method_id = index >> 16, index & 0xFFFF
         raise
     except (IndexError, struct.error):
         raise errors.SyntaxError_(f"malformed method frame for {cls.name}",
@@ -250,104 +254,6 @@ def decode_method(payload: bytes):
     if index == QUEUE_DECLARE or index == EXCHANGE_DECLARE:
         method.arg_types = method.arguments.type_names()
     return method
-
-
-_field_specs: dict[type, tuple] = {}
-
-
-def _fields(cls) -> tuple:
-    spec = _field_specs.get(cls)
-    if spec is None:
-        spec = _field_specs[cls] = tuple((n, cls.amqp_type(n)) for n in cls.__slots__)
-    return spec
-
-
-_INT_FIELDS = {"octet": struct.Struct(">B"), "short": _u16, "long": _u32,
-               "longlong": _u64, "timestamp": _u64}
-
-
-def _unmarshal(method, spec: tuple, payload: bytes) -> None:
-    """Decode a method's fields losslessly: shortstrs as surrogate-escaped text (checked
-    for UTF-8 as RabbitMQ checks the shortstrs of methods without content), longstrs as
-    bytes, tables as FieldTables."""
-    pos, bit, byte = 4, 8, 0
-    for name, t in spec:
-        if t == "bit":
-            if bit == 8:
-                byte, bit = payload[pos], 0
-                pos += 1
-            value = bool(byte >> bit & 1)
-            bit += 1
-        else:
-            bit = 8
-            if t == "shortstr":
-                n = payload[pos]
-                b = payload[pos + 1:pos + 1 + n]
-                if len(b) != n:
-                    raise IndexError
-                if not values.utf8_ok(b):
-                    raise errors.FrameError("Malformed UTF-8 in shortstr")
-                value = text(b)
-                pos += 1 + n
-            elif t == "table":
-                value, pos = values.decode_table(payload, pos)
-            elif t == "longstr":
-                n = _u32.unpack_from(payload, pos)[0]
-                value = payload[pos + 4:pos + 4 + n]
-                if len(value) != n:
-                    raise IndexError
-                pos += 4 + n
-            else:
-                st = _INT_FIELDS[t]
-                value = st.unpack_from(payload, pos)[0]
-                pos += st.size
-        setattr(method, name, value)
-
-
-class Properties:
-    """Basic properties decoded losslessly (pamqp's attribute names): shortstrs as
-    surrogate-escaped text, ``headers`` a FieldTable, ``timestamp`` an int of any size."""
-
-    __slots__ = tuple(commands.Basic.Properties.__slots__)
-
-    def __init__(self):
-        for name in self.__slots__:
-            setattr(self, name, None)
-
-
-_PROP_SPEC = tuple((n, commands.Basic.Properties.amqp_type(n),
-                    commands.Basic.Properties.flags[n])
-                   for n in commands.Basic.Properties.__slots__)
-
-
-def decode_properties(props: bytes) -> Properties:
-    """Decode raw property bytes (flags word first) into Properties."""
-    p = Properties()
-    flags, offset = 0, 0
-    while True:  # property flags may continue in further 16-bit words (bit 0 set)
-        word = _u16.unpack_from(props, offset)[0]
-        offset += 2
-        flags = (flags << 16) | word
-        if not word & 1:
-            break
-    pos = offset
-    for name, t, flag in _PROP_SPEC:
-        if not flags & flag:
-            continue
-        if t == "shortstr":
-            n = props[pos]
-            value = text(props[pos + 1:pos + 1 + n])
-            pos += 1 + n
-        elif t == "table":
-            value, pos = values.decode_table(props, pos)
-        elif t == "octet":
-            value = props[pos]
-            pos += 1
-        else:  # timestamp
-            value = _u64.unpack_from(props, pos)[0]
-            pos += 8
-        setattr(p, name, value)
-    return p
 
 
 # --------------------------------------------------------------------------- encoding

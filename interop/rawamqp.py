@@ -93,16 +93,22 @@ def exchange_delete(name: bytes) -> bytes:
 class Raw:
     """One connection, handshake done, channel 1 open."""
 
-    def __init__(self, host: str, port: int, timeout: float = 5.0):
+    def __init__(self, host: str, port: int, timeout: float = 5.0,
+                 response: bytes = b"\x00guest\x00guest"):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.buf = b""
         self.sock.sendall(b"AMQP\x00\x00\x09\x01")
         self.expect(10, 10)  # start
         caps = table((b"capabilities", b"F" + table(
-            (b"consumer_cancel_notify", b"t\x01"), (b"publisher_confirms", b"t\x01"))))
-        self.send(method(0, 10, 11, caps + ss(b"PLAIN") + ls(b"\x00guest\x00guest")
+            (b"consumer_cancel_notify", b"t\x01"), (b"publisher_confirms", b"t\x01"),
+            (b"authentication_failure_close", b"t\x01"))))
+        self.send(method(0, 10, 11, caps + ss(b"PLAIN") + ls(response)
                          + ss(b"en_US")))
-        tune = self.expect(10, 30)
+        tune = self.method_frame()
+        if tune[:4] != b"\x00\x0a\x00\x1e":
+            self.refused = tune  # the login was refused: the Connection.Close
+            return
+        self.refused = None
         channel_max, frame_max = struct.unpack_from(">HI", tune, 4)
         self.frame_max = frame_max
         self.send(method(0, 10, 31, struct.pack(">HIH", channel_max, frame_max, 0)))

@@ -204,3 +204,15 @@ def test_headers_binding_with_a_200_byte_key(broker, raw):
             assert (get(raw, q) is not None) is expected
     finally:
         cleanup(broker, [q], [x])
+
+
+@pytest.mark.parametrize("response", [b"\x00gu\xffest\x00guest", b"\x00guest\x00gu\xffest",
+                                      b"\x00\xed\xa0\x80\x00guest"])
+def test_plain_login_with_invalid_utf8_is_refused_with_403(broker, response):
+    r = Raw(broker.host, broker.port, response=response)
+    try:
+        assert r.refused == b"\x00\x0a\x00\x32\x01\x93" + ss(
+            b"ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For "
+            b"details see the broker logfile.") + b"\x00\x00\x00\x00"
+    finally:
+        r.sock.close()

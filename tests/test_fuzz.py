@@ -33,13 +33,12 @@ from tests.fuzz_strategies import (_mutate, faulty, ls, method, mutate_payload,
                                    u32, u64, units, valid_parts, valid_props)
 from tests.sim import PROTOCOL_HEADER, Client, connected
 
-# Tests that fail on main because of bugs being fixed on the `ingress` (validation at
-# ingress, 502 for malformed content) and `lossless` (names and values kept byte-exact)
-# branches.  Remove this marker from them once both are merged.
+# Tests that fail on main because of bugs being fixed on the `ingress` branch (validation
+# at ingress, 502 for malformed content).  Remove this marker once it is merged (the
+# `lossless` branch's tests, odd names and values and PLAIN user names, pass since).
 KNOWN_BROKEN = pytest.mark.xfail(
-    strict=True, reason="issue 8 items 1-2 (branches ingress, lossless): malformed content "
-                        "accepted and failing later, odd names and values ending in 541; and "
-                        "a PLAIN user name in invalid UTF-8 logs a traceback (_start_ok)")
+    strict=True, reason="issue 8 item 1 (branch ingress): malformed content accepted and "
+                        "failing later")
 
 # reply codes a server may close with (amqp-semantics.md section 3), 541 excluded
 ALLOWED = {320, 402, 403, 404, 405, 406, 501, 502, 503, 504, 505, 506, 530, 540}
@@ -340,7 +339,6 @@ def test_fuzzed_handshake_closes_with_protocol_codes(props, response, rest):
     handshake_case(props, response, *rest)
 
 
-@KNOWN_BROKEN
 @examples(40)
 @given(plain_any_user, st.tuples(*handshake_rest))
 def test_plain_login_with_any_user_name_bytes(response, rest):

@@ -419,3 +419,114 @@ def test_field_tables_round_trip_every_type_byte_exact():
     (b"\xf8\x88\x80\x80\x80", False), (b"\x80", False), (b"\xc3", False)])
 def test_utf8_check_is_rabbitmqs(b, ok):
     assert values.utf8_ok(b) is ok
+
+
+# any table of any types round-trips: decoded, then encoded again from values and tags
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_scalar = st.one_of(
+    st.just(b"t\x00"), st.just(b"t\x01"), st.just(b"V"),
+    *(st.binary(min_size=n, max_size=n).map(lambda b, t=t: t + b)
+      for t, n in ((b"b", 1), (b"B", 1), (b"s", 2), (b"u", 2), (b"I", 4), (b"i", 4),
+                   (b"l", 8), (b"T", 8), (b"D", 5))),
+    st.floats(allow_nan=False, width=32).map(lambda f: b"f" + struct.pack(">f", f)),
+    st.floats(allow_nan=False).map(lambda f: b"d" + struct.pack(">d", f)),
+    st.binary(max_size=20).map(lambda b: b"S" + ls(b)),
+    st.binary(max_size=20).map(lambda b: b"x" + ls(b)))
+_keys = st.binary(max_size=255)
+
+
+def _tables(values_):
+    return st.lists(st.tuples(_keys, values_), max_size=5, unique_by=lambda kv: kv[0]).map(
+        lambda items: table(*items))
+
+
+_value = st.recursive(_scalar, lambda inner: st.one_of(
+    st.lists(inner, max_size=4).map(lambda vs: b"A" + ls(b"".join(vs))),
+    _tables(inner).map(lambda t: b"F" + t)), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw_table=_tables(_value))
+def test_any_table_round_trips_byte_exact(raw_table):
+    t, end = values.decode_table(raw_table)
+    assert end == len(raw_table) and values.encode_table(t) == raw_table
+    t.raw = None
+    for v in t.values():  # nested tables too, from their values and tags only
+        if isinstance(v, values.FieldTable):
+            v.raw = None
+    assert values.encode_table(t) == raw_table
+
+
+@pytest.mark.parametrize("response", [b"\x00gu\xffest\x00guest", b"\x00guest\x00gu\xffest"])
+def test_plain_login_with_invalid_utf8_is_refused_with_403(response):
+    c = Client()
+    c.start()
+    caps = table((b"capabilities", b"F" + table((b"authentication_failure_close", b"t\x01"))))
+    c.send_raw(method(0, 10, 11, caps + ss(b"PLAIN") + ls(response) + ss(b"en_US")))
+    (close,) = methods_of(c.conn.data_to_send())
+    assert close[:6] == b"\x00\x0a\x00\x32\x01\x93"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_method_naming_things_takes_the_name(name):
+    """Declare, bind, e2e bind, publish, get, consume, cancel, unbind, purge, delete: each
+    answered with its -Ok (nothing closed), the name echoed where a reply carries it."""
+    r = Raw()
+    src, dst = name[:250] + b"-src", name[:250] + b"-dst"
+    ok = {
+        exchange_declare(src, b"topic"): b"\x00\x28\x00\x0b",
+        exchange_declare(dst, b"fanout"): b"\x00\x28\x00\x0b",
+        method(1, 40, 30, b"\x00\x00" + ss(dst) + ss(src) + ss(name) + b"\x00" + EMPTY):
+            b"\x00\x28\x00\x1f",
+        declare(name): declare_ok(name),
+        bind(name, dst, name): b"\x00\x32\x00\x15",
+        consume(name, name): b"\x00\x3c\x00\x15" + ss(name),
+        method(1, 60, 30, ss(name) + b"\x00"): b"\x00\x3c\x00\x1f" + ss(name),
+        method(1, 50, 50, b"\x00\x00" + ss(name) + ss(dst) + ss(name) + EMPTY):
+            b"\x00\x32\x00\x33",
+        method(1, 40, 40, b"\x00\x00" + ss(dst) + ss(src) + ss(name) + b"\x00" + EMPTY):
+            b"\x00\x28\x00\x33",
+        method(1, 50, 30, b"\x00\x00" + ss(name) + b"\x00"): b"\x00\x32\x00\x1f" + b"\x00" * 4,
+        method(1, 50, 40, b"\x00\x00" + ss(name) + b"\x00"): b"\x00\x32\x00\x29" + b"\x00" * 4,
+        method(1, 40, 20, b"\x00\x00" + ss(src) + b"\x00"): b"\x00\x28\x00\x15",
+        method(1, 40, 20, b"\x00\x00" + ss(dst) + b"\x00"): b"\x00\x28\x00\x15",
+    }
+    for request, reply in ok.items():
+        assert r.call(request) == reply, request
+
+
+def test_connection_close_quotes_a_vhost_name_byte_exact():
+    c = Client()
+    c.start()
+    assert c.start_ok()  # Tune
+    c.send_raw(method(0, 10, 31, struct.pack(">HIH", 2047, 131072, 0)))
+    c.send_raw(method(0, 10, 40, ss(b"v-\xed\xa0\x80") + b"\x00\x00"))
+    (close,) = methods_of(c.conn.data_to_send())
+    assert close == b"\x00\x0a\x00\x32\x02\x12" + ss(
+        b"NOT_ALLOWED - vhost v-\xed\xa0\x80 not found") + b"\x00\x0a\x00\x28"
+
+
+def test_method_encoders_match_pamqp_for_names_pamqp_takes():
+    from pamqp import commands as C
+    from pamqp import frame as pframe
+
+    from amqpbroker import methods as M
+    for name in ("q", "amq.gen-abc", "a" * 127):
+        assert M.queue_declare_ok(3, name, 7, 2) == pframe.marshal(
+            C.Queue.DeclareOk(queue=name, message_count=7, consumer_count=2), 3)
+        assert M.consume_ok(3, name) == pframe.marshal(C.Basic.ConsumeOk(consumer_tag=name), 3)
+        assert M.cancel_ok(3, name) == pframe.marshal(C.Basic.CancelOk(consumer_tag=name), 3)
+        assert M.cancel(3, name) == pframe.marshal(
+            C.Basic.Cancel(consumer_tag=name, nowait=True), 3)
+    assert M.queue_purge_ok(1, 5) == pframe.marshal(C.Queue.PurgeOk(message_count=5), 1)
+    assert M.queue_delete_ok(1, 5) == pframe.marshal(C.Queue.DeleteOk(message_count=5), 1)
+    assert M.channel_close(1, 404, "NOT_FOUND - x", 50, 10) == pframe.marshal(
+        C.Channel.Close(reply_code=404, reply_text="NOT_FOUND - x", class_id=50,
+                        method_id=10), 1)
+    for which, cls in ((M.TX_SELECT_OK, C.Tx.SelectOk), (M.BASIC_QOS_OK, C.Basic.QosOk),
+                       (M.BASIC_GET_EMPTY, C.Basic.GetEmpty),
+                       (M.EXCHANGE_BIND_OK, C.Exchange.BindOk),
+                       (M.QUEUE_UNBIND_OK, C.Queue.UnbindOk)):
+        assert M.simple(2, which) == pframe.marshal(cls(), 2)
