@@ -185,7 +185,8 @@ async def campaign(args) -> dict:
         "frames_per_s": round(stats.frames / elapsed), "connections": stats.connections,
         "handshake_fuzz_connections": stats.handshake_fuzz,
         "connect_failures": stats.connect_failures, "closes": closes,
-        "close_texts": stats.texts, "closed_without_close": stats.silent,
+        "close_texts": {k: dict(v.most_common(10)) for k, v in sorted(stats.texts.items())},
+        "closed_without_close": stats.silent,
         "internal_errors_541": sum(n for k, n in stats.closes.items() if k.endswith(" 541")),
         "broker_exits": broker.exits, "tracebacks": traceback_sites(broker.log_path),
         "canary": canary.summary(), "samples": stats.samples,
@@ -209,8 +210,11 @@ def human(s: dict) -> str:
            f"541 INTERNAL_ERROR: {s['internal_errors_541']}    broker exits: "
            f"{len(s['broker_exits'])}    closed without a Close: {s['closed_without_close']}",
            "closes by reply code:"]
-    out += [f"  {k:16} {n:8,}  {s['close_texts'].get(k, '')[:90]}"
-            for k, n in s["closes"].items()]
+    for k, n in s["closes"].items():
+        texts = s["close_texts"].get(k, {})
+        top = max(texts, key=texts.get) if texts else ""
+        out.append(f"  {k:16} {n:8,}  {len(texts)} texts, most often ({texts.get(top, 0)}): "
+                   f"{top[:80]}")
     out.append(f"tracebacks in the broker's log: {sum(t['count'] for t in s['tracebacks'])} "
                f"({len(s['tracebacks'])} distinct sites)")
     out += [f"  {t['count']:6} {t['site']}: {t['exception'][:100]}" for t in s["tracebacks"]]

@@ -58,7 +58,7 @@ class Stats:
         self.closes = Counter()      # "connection 502" -> n
         self.silent = 0              # the socket closed without a Close
         self.samples = 0
-        self.texts: dict[str, str] = {}
+        self.texts: dict[str, Counter] = {}   # "connection 502" -> texts (cut) -> n
 
 
 class Sampler:
@@ -157,7 +157,7 @@ async def session(pools, slot: int, r: random.Random, target, stats: Stats, samp
         if closed and closed[0] in ("connection", "channel"):
             kind, code, text, cls, mid = closed
             stats.closes[f"{kind} {code}"] += 1
-            stats.texts.setdefault(f"{kind} {code}", text)
+            stats.texts.setdefault(f"{kind} {code}", Counter())[text[:100]] += 1
             if sampler.add({"kind": kind, "code": code, "text": text, "class_id": cls,
                             "method_id": mid, "handshake": fuzz_handshake, "slot": slot,
                             "data": bytes(sent).hex()}):

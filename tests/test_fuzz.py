@@ -292,10 +292,9 @@ def test_odd_names_and_every_argument_type_close_with_protocol_codes(steps):
                 max_size=8))
 def test_mutated_method_payloads_close_with_protocol_codes(steps):
     """Byte mutations of method payloads and content headers (tags, lengths, cuts).  The
-    argument tables are simple ones: every field type in arguments is the KNOWN_BROKEN
-    test above (in a run of the whole suite Hypothesis generated other examples than in a
-    run of this file, reaching the known binary-argument 541: a test that must pass today
-    must not reach known bugs at all)."""
+    argument tables are simple ones (every field type in arguments is the odd-names test's):
+    in a run of the whole suite Hypothesis generated other examples than in a run of this
+    file, and a test that must pass on main must not depend on which."""
     session(steps)
 
 
