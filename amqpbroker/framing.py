@@ -13,7 +13,7 @@ import struct
 from pamqp import commands, encode
 from pamqp import decode as pdecode
 
-from . import errors
+from . import errors, wirecheck
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT = 1, 2, 3, 8
@@ -43,8 +43,8 @@ ACCESS_REQUEST = 0x1E000A
 class FrameReader:
     """Splits a byte stream into frames.  ``feed()`` then iterate ``frames()``.
 
-    Yields ``(frame_type, channel, payload)``.  Raises FrameError for a bad end octet,
-    an unknown frame type or a frame larger than ``frame_max``.
+    Yields ``(frame_type, channel, payload)``.  Raises FrameError for a bad end octet
+    or a frame larger than ``frame_max`` (RabbitMQ's texts); any frame type is yielded.
     """
 
     __slots__ = ("_buf", "_pos", "frame_max")
@@ -67,15 +67,15 @@ class FrameReader:
                 ftype, channel, size = unpack(buf, pos)
                 if size > self.frame_max:
                     # RabbitMQ allows frame_max - 8 plus 8 bytes of slack: payload <= frame_max
-                    raise errors.FrameError(
-                        f"frame size {size} larger than negotiated maximum {self.frame_max}")
+                    raise errors.FrameError(f"type {ftype}, all octets = <<>>: {{frame_too_large,"
+                                            f"{size},{self.frame_max - 8}}}")
                 stop = pos + 7 + size
                 if stop >= end:
                     break
-                if buf[stop] != FRAME_END:
-                    raise errors.FrameError(f"bad frame end octet 0x{buf[stop]:02x}")
-                if ftype > 3 and ftype != 8:
-                    raise errors.FrameError(f"unknown frame type {ftype}")
+                if buf[stop] != FRAME_END:  # unknown frame types: the connection's 501
+                    raise errors.FrameError(
+                        f"{wirecheck.frame_snippet(ftype, buf[pos + 7:stop])}: "
+                        f"{{invalid_frame_end_marker,{buf[stop]}}}")
                 payload = buf[pos + 7: stop]
                 pos = stop + 1
                 yield ftype, channel, payload

@@ -174,65 +174,134 @@ _PROPS = ((0x8000, "content-type", "s"), (0x4000, "content-encoding", "s"),
           (0x0080, "message-id", "s"), (0x0040, "timestamp", "T"), (0x0020, "type", "s"),
           (0x0010, "user-id", "s"), (0x0008, "app-id", "s"), (0x0004, "cluster-id", "s"))
 F_HEADERS, F_DELIVERY_MODE, F_USER_ID = 0x2000, 0x1000, 0x0010
-# the shortstrs before the headers table, and the properties after it, for a flags word
-_BEFORE = {0: 0, 0x8000: 1, 0x4000: 1, 0xC000: 2}
-_layouts: dict[int, tuple] = {}
 
-
-def _layout(flags: int) -> tuple:
-    """Per flags word, the properties after the headers as run lengths: a tuple of
-    (shortstrs to skip, fixed bytes to skip) pairs, and whether delivery-mode is at the
-    start of the fixed run after the first shortstr run (then it is the first byte)."""
-    lay = _layouts.get(flags)
-    if lay is None:
-        runs: list[list[int]] = []
-        for flag, _name, kind in _PROPS[3:]:
-            if not flags & flag:
-                continue
-            if kind == "s":
-                if not runs or runs[-1][1]:
-                    runs.append([0, 0])
-                runs[-1][0] += 1
-            else:
-                if not runs:
-                    runs.append([0, 0])
-                runs[-1][1] += 1 if kind == "o" else 8
-        lay = _layouts[flags] = tuple(v for r in runs for v in r)
-    return lay
+# Templates: publishers repeat the shape of their properties (the same properties, header
+# names, types and lengths) even when the values differ.  A walk records the offsets of
+# every byte that steers parsing (the flags, string and table lengths, name lengths, type
+# tags, delivery-mode); a block of the same length with the same bytes at those offsets
+# parses the same way, so it is valid too.  Checking one is a Struct.unpack that picks
+# those bytes and a tuple comparison, in C.  Keyed by the block's length; a different
+# shape replaces the template.
+_templates: dict[int, tuple] = {}
+MAX_TEMPLATES = 4096
 
 
 def check_properties(p: bytes) -> int:
     """Validate a content header's properties (flags word first).  Returns non-zero when
     the publish needs ``check_publish`` (user-id set, delivery-mode other than 1 or 2);
     raises 502 for anything malformed."""
-    if p == b"\x00\x00":
-        return 0
+    t = _templates.get(len(p))
+    if t is not None and t[0](p) == t[1]:
+        return t[2]
+    return _walk_properties(p)
+
+
+def _walk_properties(p: bytes) -> int:
+    offs = [0, 1]
     try:
         flags = (p[0] << 8) | p[1]
-        if flags & 1:  # bit 1 is ignored, as RabbitMQ does
+        if flags & 1:  # a continued flags word; bit 1 is ignored, as RabbitMQ does
             raise _Bad
         pos = 2
-        before = flags & 0xC000
-        if before:
-            pos += p[pos] + 1
-            if before == 0xC000:
-                pos += p[pos] + 1
-        if flags & F_HEADERS:
-            pos = table_ok(p, pos)
         need = flags & F_USER_ID
-        if flags & F_DELIVERY_MODE and not 0 < p[pos] < 3:
-            need = 1
-        lay = _layouts.get(flags) or _layout(flags)
-        for i in range(0, len(lay), 2):
-            for _ in range(lay[i]):
+        for flag, _name, kind in _PROPS:
+            if not flags & flag:
+                continue
+            if kind == "s":
+                offs.append(pos)
                 pos += p[pos] + 1
-            pos += lay[i + 1]
+            elif kind == "F":
+                offs += range(pos, pos + 4)
+                stop = pos + 4 + _u32(p, pos)[0]
+                if stop > len(p) or _rtable(p, pos + 4, stop, 1, offs) != stop:
+                    raise _Bad
+                pos = stop
+            elif kind == "o":
+                if flag == F_DELIVERY_MODE:
+                    offs.append(pos)
+                    if not 0 < p[pos] < 3:
+                        need = 1
+                pos += 1
+            else:
+                pos += 8
         if pos == len(p):
+            if len(_templates) >= MAX_TEMPLATES:
+                _templates.clear()
+            unpack = _template(offs, pos)
+            _templates[pos] = (unpack, unpack(p), need)
             return need
     except (_Bad, IndexError, struct.error):
         pass
     _explain_properties(p)
     return 0  # not reached
+
+
+def _template(offs: list, size: int):
+    """A Struct's unpack that yields the bytes at ``offs`` (in runs) of a ``size``-byte
+    block and skips the rest."""
+    fmt, last = [">"], 0
+    offs = sorted(set(offs))
+    i = 0
+    while i < len(offs):
+        j = i
+        while j + 1 < len(offs) and offs[j + 1] == offs[j] + 1:
+            j += 1
+        start, n = offs[i], j - i + 1
+        if start > last:
+            fmt.append(f"{start - last}x")
+        fmt.append({1: "B", 2: "H", 4: "I"}.get(n, f"{n}s"))
+        last = start + n
+        i = j + 1
+    if size > last:
+        fmt.append(f"{size - last}x")
+    return struct.Struct("".join(fmt)).unpack
+
+
+def _rtable(d: bytes, pos: int, end: int, depth: int, offs: list) -> int:
+    """_table, recording the offsets of the bytes that steer the parse."""
+    size = _SIZE
+    add = offs.append
+    while pos < end:
+        add(pos)
+        pos += d[pos] + 1
+        add(pos)
+        s = size[d[pos]]
+        if s > 0:
+            pos += s
+            continue
+        offs += range(pos + 1, pos + 5)
+        if s == -1:
+            pos += 5 + _u32(d, pos + 1)[0]
+        elif s == 0 or depth >= MAX_DEPTH:
+            raise _Bad
+        else:
+            stop = pos + 5 + _u32(d, pos + 1)[0]
+            if (_rtable if s == -2 else _rarray)(d, pos + 5, stop, depth + 1, offs) != stop:
+                raise _Bad
+            pos = stop
+    return pos
+
+
+def _rarray(d: bytes, pos: int, end: int, depth: int, offs: list) -> int:
+    size = _SIZE
+    add = offs.append
+    while pos < end:
+        add(pos)
+        s = size[d[pos]]
+        if s > 0:
+            pos += s
+            continue
+        offs += range(pos + 1, pos + 5)
+        if s == -1:
+            pos += 5 + _u32(d, pos + 1)[0]
+        elif s == 0 or depth >= MAX_DEPTH:
+            raise _Bad
+        else:
+            stop = pos + 5 + _u32(d, pos + 1)[0]
+            if (_rtable if s == -2 else _rarray)(d, pos + 5, stop, depth + 1, offs) != stop:
+                raise _Bad
+            pos = stop
+    return pos
 
 
 def _explain_properties(p: bytes) -> None:
@@ -429,4 +498,7 @@ def content_header(payload: bytes) -> tuple[int, bytes, int]:
     if weight:
         raise unexpected(True, None)
     props = payload[12:]
-    return size, props, check_properties(props)
+    t = _templates.get(len(props))  # check_properties, inlined: once per message
+    if t is not None and t[0](props) == t[1]:
+        return size, props, t[2]
+    return size, props, _walk_properties(props)

@@ -38,6 +38,24 @@ def publish_frames(channel: int, props: bytes, body: bytes = b"x", exchange: str
     return out
 
 
+class _Close:
+    """A Connection.Close / Channel.Close whose reply text pamqp cannot decode."""
+
+    def __init__(self, name, reply_code, reply_text, class_id, method_id):
+        self.name, self.reply_code, self.reply_text = name, reply_code, reply_text
+        self.class_id, self.method_id = class_id, method_id
+
+
+def _lenient_close(raw: bytes):
+    cls, meth, code, n = struct.unpack_from(">HHHB", raw, 7)
+    name = {(10, 50): "Connection.Close", (20, 40): "Channel.Close"}.get((cls, meth))
+    if name is None:
+        raise ValueError(f"cannot decode frame {raw!r}")
+    text = raw[14:14 + n].decode("utf-8", "replace")
+    class_id, method_id = struct.unpack_from(">HH", raw, 14 + n)
+    return _Close(name, code, text, class_id, method_id)
+
+
 class RawClient:
     def __init__(self, host: str, port: int, timeout: float = 10.0):
         self.sock = socket.create_connection((host, port), timeout=timeout)
@@ -74,8 +92,11 @@ class RawClient:
             if len(self.buf) >= 7:
                 size = _frame_hdr.unpack_from(self.buf)[2]
                 if len(self.buf) >= size + 8:
-                    consumed, channel, f = pframe.unmarshal(self.buf)
-                    self.buf = self.buf[consumed:]
+                    raw, self.buf = self.buf[:size + 8], self.buf[size + 8:]
+                    try:
+                        _consumed, channel, f = pframe.unmarshal(raw)
+                    except Exception:  # pamqp refuses e.g. a reply text cut mid-character
+                        channel, f = _frame_hdr.unpack_from(raw)[1], _lenient_close(raw)
                     return channel, f
             if self.closed or time.monotonic() >= deadline or not self._fill(deadline):
                 return None
