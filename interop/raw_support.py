@@ -124,9 +124,11 @@ class RawClient:
             response = b"\0" + user.encode() + b"\0" + password.encode()
         caps = {"authentication_failure_close": True, "consumer_cancel_notify": True,
                 "publisher_confirms": True, "basic.nack": True}
+        placeholder = b"?" * len(response)  # pamqp would encode a str as UTF-8
         self.send(method(0, C.Connection.StartOk(
             client_properties={"product": "raw", "capabilities": caps},
-            mechanism=mechanism, response=response.decode("latin-1"), locale="en_US")))
+            mechanism=mechanism, response=placeholder.decode(), locale="en_US"))
+            .replace(placeholder, response))
         got = self.read_frame()
         if got is None or got[1].name != "Connection.Tune":
             return got[1] if got else None
