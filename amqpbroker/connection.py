@@ -9,7 +9,7 @@ import platform
 from pamqp import commands as C
 from pamqp import decode as pdecode
 
-from . import __version__, errors, framing, wirecheck
+from . import __version__, errors, framefaults, framing, wirecheck
 from .channel import Channel
 
 log = logging.getLogger("amqpbroker.connection")
@@ -195,15 +195,15 @@ class Connection:
             return  # after sending Connection.Close, discard everything but Close/CloseOk
         if ftype == framing.FRAME_HEARTBEAT:  # RabbitMQ's codes and texts
             if payload:
-                raise wirecheck.unknown_frame(ftype, payload)
+                raise framefaults.unknown_frame(ftype, payload)
             if channel != 0:
-                raise errors.UnexpectedFrame(wirecheck.frame_snippet(ftype, payload))
+                raise errors.UnexpectedFrame(framefaults.frame_snippet(ftype, payload))
             return
         if ftype > 3 or not ftype:
-            raise wirecheck.unknown_frame(ftype, payload)
+            raise framefaults.unknown_frame(ftype, payload)
         if channel == 0:
             if ftype != framing.FRAME_METHOD:
-                raise errors.UnexpectedFrame(wirecheck.frame_snippet(ftype, payload))
+                raise errors.UnexpectedFrame(framefaults.frame_snippet(ftype, payload))
             wirecheck.check_method(payload)
             self._connection_method(framing.decode_method(payload), now)
             return

@@ -13,7 +13,7 @@ import struct
 from pamqp import commands, encode
 from pamqp import decode as pdecode
 
-from . import errors, wirecheck
+from . import errors, framefaults
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT = 1, 2, 3, 8
@@ -74,7 +74,7 @@ class FrameReader:
                     break
                 if buf[stop] != FRAME_END:  # unknown frame types: the connection's 501
                     raise errors.FrameError(
-                        f"{wirecheck.frame_snippet(ftype, buf[pos + 7:stop])}: "
+                        f"{framefaults.frame_snippet(ftype, buf[pos + 7:stop])}: "
                         f"{{invalid_frame_end_marker,{buf[stop]}}}")
                 payload = buf[pos + 7: stop]
                 pos = stop + 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 import struct
 
 from . import errors
+from .framefaults import cannot_decode, unexpected, unknown_frame  # noqa: F401
 
 MAX_DEPTH = 64
 
@@ -44,48 +45,11 @@ class _Bad(Exception):
     """The fast walker's no: the careful walker says why."""
 
 
-def _table(d: bytes, pos: int, end: int, depth: int) -> int:
-    size = _SIZE
-    while pos < end:
-        pos += d[pos] + 1                     # the key
-        s = size[d[pos]]
-        if s > 0:
-            pos += s
-        elif s == -1:
-            pos += 5 + _u32(d, pos + 1)[0]
-        elif s == 0 or depth >= MAX_DEPTH:
-            raise _Bad
-        else:
-            stop = pos + 5 + _u32(d, pos + 1)[0]
-            if (_table if s == -2 else _array)(d, pos + 5, stop, depth + 1) != stop:
-                raise _Bad
-            pos = stop
-    return pos
-
-
-def _array(d: bytes, pos: int, end: int, depth: int) -> int:
-    size = _SIZE
-    while pos < end:
-        s = size[d[pos]]
-        if s > 0:
-            pos += s
-        elif s == -1:
-            pos += 5 + _u32(d, pos + 1)[0]
-        elif s == 0 or depth >= MAX_DEPTH:
-            raise _Bad
-        else:
-            stop = pos + 5 + _u32(d, pos + 1)[0]
-            if (_table if s == -2 else _array)(d, pos + 5, stop, depth + 1) != stop:
-                raise _Bad
-            pos = stop
-    return pos
-
-
 def table_ok(d: bytes, pos: int = 0) -> int:
     """The end of the valid field table (length prefix first) at ``d[pos:]``; raises _Bad,
     IndexError or struct.error if it is not valid."""
     end = pos + 4 + _u32(d, pos)[0]
-    if end > len(d) or _table(d, pos + 4, end, 1) != end:
+    if end > len(d) or _rtable(d, pos + 4, end, 1, []) != end:
         raise _Bad
     return end
 
@@ -185,7 +149,8 @@ F_HEADERS, F_DELIVERY_MODE, F_USER_ID = 0x2000, 0x1000, 0x0010
 # those bytes and a tuple comparison, in C.  Keyed by the block's length; a different
 # shape replaces the template.
 _templates: dict[int, tuple] = {}
-MAX_TEMPLATES = 4096
+MAX_TEMPLATES = 1024
+MAX_TEMPLATE_ITEMS = 64  # bigger shapes are walked every time (memory stays bounded)
 
 
 def check_properties(p: bytes) -> int:
@@ -230,7 +195,8 @@ def _walk_properties(p: bytes) -> int:
             if len(_templates) >= MAX_TEMPLATES:
                 _templates.clear()
             unpack = _template(offs, pos)
-            _templates[pos] = (unpack, unpack(p), need)
+            if unpack is not None:
+                _templates[pos] = (unpack, unpack(p), need)
             return need
     except (_Bad, IndexError, struct.error):
         pass
@@ -240,7 +206,7 @@ def _walk_properties(p: bytes) -> int:
 
 def _template(offs: list, size: int):
     """A Struct's unpack that yields the bytes at ``offs`` (in runs) of a ``size``-byte
-    block and skips the rest."""
+    block and skips the rest; None if that takes more than MAX_TEMPLATE_ITEMS items."""
     fmt, last = [">"], 0
     offs = sorted(set(offs))
     i = 0
@@ -256,11 +222,15 @@ def _template(offs: list, size: int):
         i = j + 1
     if size > last:
         fmt.append(f"{size - last}x")
+    if len(fmt) > 2 * MAX_TEMPLATE_ITEMS:
+        return None
     return struct.Struct("".join(fmt)).unpack
 
 
 def _rtable(d: bytes, pos: int, end: int, depth: int, offs: list) -> int:
-    """_table, recording the offsets of the bytes that steer the parse."""
+    """Walk a table's entries from ``pos`` to ``end``; the end reached (which the caller
+    compares with ``end``).  Records in ``offs`` the offsets of the bytes that steer the
+    parse.  Raises _Bad, IndexError or struct.error for a malformed one."""
     size = _SIZE
     add = offs.append
     while pos < end:
@@ -377,36 +347,6 @@ def check_publish(props: bytes, user) -> None:
 # --------------------------------------------------------------------------- frames
 
 
-def erl_binary(b: bytes) -> str:
-    """A binary as RabbitMQ's texts print it (Erlang's ~tp): <<"text">> when printable
-    ASCII, else <<0,60>>."""
-    if b and all(32 <= c < 127 for c in b):
-        return '<<"' + b.decode().replace("\\", "\\\\").replace('"', '\\"') + '">>'
-    return "<<" + ",".join(map(str, b)) + ">>"
-
-
-def frame_snippet(ftype: int, payload: bytes) -> str:
-    """RabbitMQ's 'type T, all octets = <<...>>' (or 'first 16 octets')."""
-    if len(payload) <= 16:
-        return f"type {ftype}, all octets = {erl_binary(payload)}"
-    return f"type {ftype}, first 16 octets = {erl_binary(payload[:16])}"
-
-
-def unknown_frame(ftype: int, payload: bytes) -> errors.FrameError:
-    """501 for a frame RabbitMQ cannot analyse: an unknown type, a heartbeat with a
-    payload, a method or content header frame too short for its fixed fields."""
-    return errors.FrameError(f"{frame_snippet(ftype, payload)}: unknown_frame")
-
-
-def cannot_decode(payload: bytes) -> errors.FrameError:
-    """501 for method fields that do not match the method's layout (RabbitMQ's text)."""
-    index = _u32(payload)[0]
-    b = payload[4:]
-    # ~w, and never longer than a reply text can hold
-    return errors.FrameError("cannot decode <<" + ",".join(map(str, b[:90])) + ">>",
-                             index >> 16, index & 0xFFFF)
-
-
 # method index -> (name, ((kind, field name), ...)); kind: an int (fixed bytes), "s"
 # shortstr, "S" longstr, "F" table; consecutive bits share octets
 _methods: dict[int, tuple | None] = {}
@@ -473,19 +413,6 @@ def check_method(payload: bytes) -> None:
 # --------------------------------------------------------------------------- content
 
 _hdr = struct.Struct(">HHQ").unpack_from
-
-
-def unexpected(publish, props) -> errors.UnexpectedFrame:
-    """RabbitMQ's 505 for a frame that is not what the channel's content assembly expects
-    next: a method (no publish in progress), the publish's content header, or its body."""
-    if publish is None:
-        return errors.UnexpectedFrame("expected method frame, got non method frame instead")
-    if props is None:
-        return errors.UnexpectedFrame(
-            "expected content header for class 60, got non content header frame instead",
-            60, 40)
-    return errors.UnexpectedFrame("expected content body, got non content body frame instead",
-                                  60, 40)
 
 
 def content_header(payload: bytes) -> tuple[int, bytes, int]:

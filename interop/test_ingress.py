@@ -147,6 +147,8 @@ FRAME_FAULTS = {
                      "FRAME_ERROR - type 9, all octets = <<>>: unknown_frame"),
     "frame type 9 printable": (frame(9, 1, b"ab"), 501,
                                'FRAME_ERROR - type 9, all octets = <<"ab">>: unknown_frame'),
+    "frame type 9 UTF-8": (frame(9, 1, "é".encode()), 501,
+                           'FRAME_ERROR - type 9, all octets = <<"é">>: unknown_frame'),
     "method frame too short": (frame(1, 1, b"\x00\x3c"), 501,
                                "FRAME_ERROR - type 1, all octets = <<0,60>>: unknown_frame"),
     "method fields truncated": (frame(1, 1, b"\x00\x3c\x00\x0a\x00\x00"), 501,

@@ -440,6 +440,8 @@ def test_a_refused_publish_does_not_taint_the_next_channel_publish():
     (raw_frame(8, 1, b""), 505, "UNEXPECTED_FRAME - type 8, all octets = <<>>"),
     (raw_frame(9, 0, b""), 501, "FRAME_ERROR - type 9, all octets = <<>>: unknown_frame"),
     (raw_frame(9, 1, b"ab"), 501, 'FRAME_ERROR - type 9, all octets = <<"ab">>: unknown_frame'),
+    (raw_frame(9, 1, "é".encode()), 501,
+     'FRAME_ERROR - type 9, all octets = <<"é">>: unknown_frame'),
     (raw_frame(0, 1, bytes(20)), 501, "FRAME_ERROR - type 0, first 16 octets = <<" +
      ",".join("0" * 16) + ">>: unknown_frame"),
     (raw_frame(3, 0, b"abc"), 505, 'UNEXPECTED_FRAME - type 3, all octets = <<"abc">>'),

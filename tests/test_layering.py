@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parent.parent / "amqpbroker"
 
 # Bottom to top, as in ARCHITECTURE.md's layout.  A new module needs a place here (and in
 # ARCHITECTURE.md).
-LAYERS = ["errors", "config", "wirecheck", "framing", "message", "exchanges", "queues", "store", "vhost",
+LAYERS = ["errors", "config", "framefaults", "wirecheck", "framing", "message", "exchanges", "queues", "store", "vhost",
           "broker", "channel", "connection", "server", "perf", "__main__"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
