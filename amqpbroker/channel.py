@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 from pamqp import commands as C
 
-from . import errors, framing
+from . import errors, framing, wirecheck
 from . import methods as M
 from .framing import Publish, Settle
 from .message import (F_HEADERS, F_REPLY_TO, Message, join_properties, sender_selected,
@@ -48,6 +48,7 @@ class Channel:
         # content assembly: IDLE (None) -> header -> bodies
         self._publish: Publish | None = None
         self._props: bytes | None = None
+        self._check = 0               # the properties need wirecheck.check_publish
         self._header = b""            # the content header payload as received
         self._size = 0
         self._parts: list[bytes] = []
@@ -87,10 +88,8 @@ class Channel:
     # ------------------------------------------------------------------ frames in
 
     def handle_method(self, method) -> None:
-        if self._publish is not None:
-            raise errors.UnexpectedFrame(
-                "expected content header for class 60, got non content header frame "
-                "instead", method.index >> 16, method.index & 0xFFFF)
+        if self._publish is not None:  # RabbitMQ names the publish, not this method
+            raise wirecheck.unexpected(self._publish, self._props)
         if type(method) is Publish:
             if method.immediate:
                 raise errors.NotImplemented_("immediate=true", 60, 40)
@@ -112,11 +111,9 @@ class Channel:
 
     def handle_header(self, payload: bytes) -> None:
         if self._publish is None or self._props is not None:
-            raise errors.UnexpectedFrame("expected method frame, got content header frame")
-        class_id, size, props = framing.content_header_size(payload)
-        if class_id != 60:
-            raise errors.FrameError(f"content header class {class_id} does not match method "
-                                    "class 60")
+            raise wirecheck.unexpected(self._publish, self._props)
+        # 505 for another class, 502 for malformed properties; flags user-id/delivery-mode
+        size, props, self._check = wirecheck.content_header(payload)
         limit = self.conn.config.limits.max_message_size
         if size > limit:
             self._publish = None
@@ -129,7 +126,7 @@ class Channel:
 
     def handle_body(self, payload: bytes) -> None:
         if self._props is None:
-            raise errors.UnexpectedFrame("expected method frame, got content body frame")
+            raise wirecheck.unexpected(self._publish, self._props)
         if len(payload) == self._size and not self._parts:  # the usual single body frame
             pub, props = self._publish, self._props
             self._publish = self._props = None
@@ -140,8 +137,7 @@ class Channel:
             return
         self._received += len(payload)
         if self._received > self._size:
-            raise errors.FrameError(
-                f"content body larger than the {self._size} bytes the header announced")
+            raise errors.FrameError("content body frame exceeds remaining content size", 60, 40)
         if self._received == self._size:
             if self._parts:
                 self._parts.append(payload)
@@ -184,6 +180,8 @@ class Channel:
         ex = self._targets.get(pub.exchange)
         if ex is None or ex.deleted:
             ex = self._publish_target(pub.exchange)
+        if self._check:  # user-id, delivery-mode: 406 as RabbitMQ, after the target checks
+            wirecheck.check_publish(msg.props, self.conn.user)
         flags = msg.flags
         if flags & 0x2300:  # headers, reply-to or expiration: the properties matter
             if flags & 0x0100:

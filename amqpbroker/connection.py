@@ -9,7 +9,7 @@ import platform
 from pamqp import commands as C
 from pamqp import decode as pdecode
 
-from . import __version__, errors, framing, heartbeat
+from . import __version__, errors, framefaults, framing, heartbeat, wirecheck
 from .channel import Channel
 
 log = logging.getLogger("amqpbroker.connection")
@@ -174,7 +174,12 @@ class Connection:
                 elif ftype == 2:
                     ch.handle_header(payload)
                 elif ftype == 1 and payload[2:4] in hot and payload[:2] == b"\x00\x3c":
-                    ch.handle_method(framing.decode_method(payload))
+                    try:
+                        method = framing.decode_method(payload)
+                    except errors.SyntaxError_:
+                        wirecheck.check_method(payload)  # 501 if the fields do not fit
+                        raise
+                    ch.handle_method(method)
                 else:
                     self._frame(ftype, channel, payload, now)
             except errors.SoftError as e:
@@ -189,21 +194,27 @@ class Connection:
     # ------------------------------------------------------------------ frames
 
     def _frame(self, ftype: int, channel: int, payload: bytes, now: float) -> None:
-        if ftype == framing.FRAME_HEARTBEAT:
+        if self.state == CLOSING and (channel or ftype != framing.FRAME_METHOD):
+            return  # after sending Connection.Close, discard everything but Close/CloseOk
+        if ftype == framing.FRAME_HEARTBEAT:  # RabbitMQ's codes and texts
+            if payload:
+                raise framefaults.unknown_frame(ftype, payload)
             if channel != 0:
-                raise errors.UnexpectedFrame("heartbeat frame on a non-zero channel")
+                raise errors.UnexpectedFrame(framefaults.frame_snippet(ftype, payload))
             return
+        if ftype > 3 or not ftype:
+            raise framefaults.unknown_frame(ftype, payload)
         if channel == 0:
             if ftype != framing.FRAME_METHOD:
-                raise errors.UnexpectedFrame("content frame on channel 0")
+                raise errors.UnexpectedFrame(framefaults.frame_snippet(ftype, payload))
+            wirecheck.check_method(payload)
             self._connection_method(framing.decode_method(payload), now)
             return
-        if self.state == CLOSING:
-            return  # after sending Connection.Close, discard everything but Close/CloseOk
         if self.state != OPEN:
             raise errors.ChannelError(f"frame on channel {channel} before connection.open")
         ch = self.channels.get(channel)
         if ftype == framing.FRAME_METHOD:
+            wirecheck.check_method(payload)  # 501 for fields that do not fit, 502 tables
             method = framing.decode_method(payload)
             cls = method.index >> 16
             if cls == 10:
@@ -369,12 +380,15 @@ class Connection:
                 raise errors.SyntaxError_("AMQPLAIN response is not a field table") from None
             if "LOGIN" not in table or "PASSWORD" not in table:
                 raise errors.SyntaxError_("AMQPLAIN response lacks LOGIN or PASSWORD")
-            username, password = str(table["LOGIN"]), str(table["PASSWORD"])
+            username, password = str(table["LOGIN"]), table["PASSWORD"]
+            if not isinstance(password, str) or not isinstance(table["LOGIN"], str):
+                password = None  # invalid UTF-8 (pamqp gives bytes): refused (403)
         else:
             raise errors.CommandInvalid(f"invalid authentication mechanism '{mech}'")
         loopback = self.peer[0] in ("127.0.0.1", "::1") or str(self.peer[0]).startswith(
             ("127.", "::ffff:127."))
-        user = self.broker.authenticate(username, password, loopback)
+        user = None if password is None else self.broker.authenticate(username, password,
+                                                                      loopback)
         if user is None:
             log.warning("login refused for user %r from %s (mechanism %s)", username,
                         self.peer, mech)

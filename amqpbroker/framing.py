@@ -14,7 +14,7 @@ import struct
 
 from pamqp import commands, encode
 
-from . import errors, values
+from . import errors, framefaults, values
 from .methods import decode_properties, fields_of, unmarshal  # noqa: F401  (re-exported)
 from .values import TYPE_NAMES, shortstr, text  # noqa: F401  (re-exported)
 
@@ -46,8 +46,8 @@ ACCESS_REQUEST = 0x1E000A
 class FrameReader:
     """Splits a byte stream into frames.  ``feed()`` then iterate ``frames()``.
 
-    Yields ``(frame_type, channel, payload)``.  Raises FrameError for a bad end octet,
-    an unknown frame type or a frame larger than ``frame_max``.
+    Yields ``(frame_type, channel, payload)``.  Raises FrameError for a bad end octet
+    or a frame larger than ``frame_max`` (RabbitMQ's texts); any frame type is yielded.
     """
 
     __slots__ = ("_buf", "_pos", "frame_max")
@@ -70,15 +70,15 @@ class FrameReader:
                 ftype, channel, size = unpack(buf, pos)
                 if size > self.frame_max:
                     # RabbitMQ allows frame_max - 8 plus 8 bytes of slack: payload <= frame_max
-                    raise errors.FrameError(
-                        f"frame size {size} larger than negotiated maximum {self.frame_max}")
+                    raise errors.FrameError(f"type {ftype}, all octets = <<>>: {{frame_too_large,"
+                                            f"{size},{self.frame_max - 8}}}")
                 stop = pos + 7 + size
                 if stop >= end:
                     break
-                if buf[stop] != FRAME_END:
-                    raise errors.FrameError(f"bad frame end octet 0x{buf[stop]:02x}")
-                if ftype > 3 and ftype != 8:
-                    raise errors.FrameError(f"unknown frame type {ftype}")
+                if buf[stop] != FRAME_END:  # unknown frame types: the connection's 501
+                    raise errors.FrameError(
+                        f"{framefaults.frame_snippet(ftype, buf[pos + 7:stop])}: "
+                        f"{{invalid_frame_end_marker,{buf[stop]}}}")
                 payload = buf[pos + 7: stop]
                 pos = stop + 1
                 yield ftype, channel, payload
@@ -96,8 +96,8 @@ class FrameReader:
 # rewrite of a message's headers.
 
 # fixed sizes of field-value types (RabbitMQ's table, not the spec XML's)
-_FIXED = {b"t": 1, b"b": 1, b"B": 1, b"s": 2, b"u": 2, b"I": 4, b"i": 4, b"l": 8, b"f": 4,
-          b"d": 8, b"D": 5, b"T": 8, b"V": 0}
+_FIXED = {b"t": 1, b"b": 1, b"B": 1, b"s": 2, b"u": 2, b"I": 4, b"i": 4, b"l": 8, b"L": 8,
+          b"f": 4, b"d": 8, b"D": 5, b"T": 8, b"V": 0}
 
 
 def _value_end(data: bytes, pos: int) -> int:

@@ -403,10 +403,12 @@ def test_unknown_class_503():
     assert_conn_close(c.recv(), 503)
 
 
-def test_method_frame_too_short_502():
+def test_method_frame_too_short_501():
+    # RabbitMQ 3.10 (rabbit_command_assembler:analyze_frame): 501 with its text
     c = connected()
     c.send_raw(raw_frame(1, 1, b"\x00\x3c"))
-    assert_conn_close(c.recv(), 502)
+    assert_conn_close(c.recv(), 501, "FRAME_ERROR - type 1, all octets = <<0,60>>: "
+                      "unknown_frame")
 
 
 @modes
@@ -438,12 +440,14 @@ def test_method_between_publish_and_header_505():
     assert_conn_close(frames, 505)
 
 
-def test_content_header_class_mismatch_501():
+def test_content_header_class_mismatch_505():
+    # RabbitMQ 3.10 (rabbit_command_assembler): 505, naming the publish
     c = connected()
     payload = struct.pack(">HHQH", 50, 0, 0, 0)
     c.send(1, C.Basic.Publish(exchange="", routing_key="q"))
     c.send_raw(raw_frame(2, 1, payload))
-    assert_conn_close(c.recv(), 501)
+    assert_conn_close(c.recv(), 505, "UNEXPECTED_FRAME - expected content header for class "
+                      "60, got one for class 50 instead", 60, 40)
 
 
 def test_body_larger_than_announced_is_an_error():

@@ -20,7 +20,6 @@ import shutil
 import struct
 import tempfile
 
-import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
@@ -32,13 +31,6 @@ from tests.fuzz_strategies import (_mutate, faulty, ls, method, mutate_payload,
                                    simple_tables, ss, structural_props, table, tables, u16,
                                    u32, u64, units, valid_parts, valid_props)
 from tests.sim import PROTOCOL_HEADER, Client, connected
-
-# Tests that fail on main because of bugs being fixed on the `ingress` branch (validation
-# at ingress, 502 for malformed content).  Remove this marker once it is merged (the
-# `lossless` branch's tests, odd names and values and PLAIN user names, pass since).
-KNOWN_BROKEN = pytest.mark.xfail(
-    strict=True, reason="issue 8 item 1 (branch ingress): malformed content accepted and "
-                        "failing later")
 
 # reply codes a server may close with (amqp-semantics.md section 3), 541 excluded
 ALLOWED = {320, 402, 403, 404, 405, 406, 501, 502, 503, 504, 505, 506, 530, 540}
@@ -231,7 +223,6 @@ def test_valid_properties_every_field_type_survive_everything(parts, body):
     assert dead == (3 if parts.get(0x1000) == b"\x02" else 0)
 
 
-@KNOWN_BROKEN
 @examples(150)
 @given(structural_props)
 def test_malformed_properties_are_refused_or_harmless(props):
