@@ -23,6 +23,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -85,6 +86,7 @@ class BrokerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.log.close()
+        shutil.rmtree(self.data, ignore_errors=True)
 
 
 def traceback_sites(log_path: str) -> list[dict]:
