@@ -143,6 +143,14 @@ async def campaign(args) -> dict:
     os.makedirs(args.out, exist_ok=True)
     broker = BrokerProcess(args.out)
     broker.start()
+    try:
+        return await _campaign(args, broker)
+    finally:
+        if broker.proc.poll() is None:   # an error on the way: stop it all the same
+            broker.stop()
+
+
+async def _campaign(args, broker: BrokerProcess) -> dict:
     started = time.monotonic()
     pools = Pools(args.connections, seed=args.seed)
     print(f"pools built in {time.monotonic() - started:.1f} s; broker on port {broker.port}",
