@@ -23,6 +23,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -85,6 +86,7 @@ class BrokerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.log.close()
+        shutil.rmtree(self.data, ignore_errors=True)
 
 
 def traceback_sites(log_path: str) -> list[dict]:
@@ -141,6 +143,14 @@ async def campaign(args) -> dict:
     os.makedirs(args.out, exist_ok=True)
     broker = BrokerProcess(args.out)
     broker.start()
+    try:
+        return await _campaign(args, broker)
+    finally:
+        if broker.proc.poll() is None:   # an error on the way: stop it all the same
+            broker.stop()
+
+
+async def _campaign(args, broker: BrokerProcess) -> dict:
     started = time.monotonic()
     pools = Pools(args.connections, seed=args.seed)
     print(f"pools built in {time.monotonic() - started:.1f} s; broker on port {broker.port}",

@@ -121,7 +121,7 @@ class World:
     and a headers exchange."""
 
     QUEUES = {"ttl": {"x-message-ttl": 100}, "lim": {"x-max-length": 1},
-              "dl": {"x-delivery-limit": 0}}
+              "dl": {"x-delivery-limit": 1}}
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="fuzz-", dir=SHM)
@@ -184,11 +184,13 @@ def lifecycle(props: bytes, body: bytes = b"fuzz") -> int:
             # length limit: an innocent publisher pushes the fuzzed message out of `lim`
             other = w.client()
             innocent(other, publish(1, b"", b"lim", props_block({0x1000: b"\x02"}), b"ok"))
-            # delivery limit: its consumer drops, the message is dead-lettered
-            consumer = w.client()
-            innocent(consumer, method(1, 60, 20, u16(0) + ss(b"dl") + ss(b"c") + b"\x00"
-                                      + table([])))
-            consumer.conn.connection_lost()
+            # delivery limit: its consumer drops; the next one gets it redelivered (with an
+            # x-delivery-count header added), drops too, and it is dead-lettered
+            for _ in range(2):
+                consumer = w.client()
+                innocent(consumer, method(1, 60, 20, u16(0) + ss(b"dl") + ss(b"c") + b"\x00"
+                                          + table([])))
+                consumer.conn.connection_lost()
             # TTL expiry, dead-lettered by the broker's timer
             w.clock.now += 1
             w.vh.handle_timer(w.clock.now)
