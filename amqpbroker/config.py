@@ -182,9 +182,9 @@ MAX_VALUES = 10000  # in one arguments table, nested values included (YAML alias
 
 
 def _check_argument(value: typing.Any, path: str, depth: int, budget: list) -> None:
-    """An argument value must be one an AMQP field table can carry (and so the store can
-    keep): text, a boolean, a 64-bit integer, a finite number, a timestamp, null, or a
-    list or mapping of those."""
+    """An argument value must be one RabbitMQ's definitions can hold and the store can
+    keep: text, a boolean, a 64-bit integer, a finite number, null, or a list or mapping
+    of those (no YAML dates, timestamps or binary)."""
     if depth > 16:
         raise ConfigError(f"{path}: expected at most 16 levels of nesting")
     budget[0] -= 1
@@ -203,11 +203,6 @@ def _check_argument(value: typing.Any, path: str, depth: int, budget: list) -> N
     if isinstance(value, str):
         _check_text(value, path)
         return
-    if isinstance(value, datetime.datetime):  # an AMQP timestamp: unsigned seconds
-        stamp = value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
-        if stamp.timestamp() < 0:
-            raise ConfigError(f"{path}: expected a timestamp from 1970 on, got {value}")
-        return
     if isinstance(value, list):
         for i, item in enumerate(value):
             _check_argument(item, f"{path}[{i}]", depth + 1, budget)
@@ -215,10 +210,10 @@ def _check_argument(value: typing.Any, path: str, depth: int, budget: list) -> N
     if isinstance(value, dict):
         _check_table(value, path, depth + 1, budget)
         return
-    kind = {datetime.date: "a date", bytes: "binary data", set: "a set"}.get(type(value),
-                                                                         type(value).__name__)
-    raise ConfigError(f"{path}: expected a string, number, boolean, null, timestamp, list or "
-                      f"mapping, got {kind} ({_show(value)})")
+    kind = {datetime.date: "a date", datetime.datetime: "a timestamp", bytes: "binary data",
+            set: "a set"}.get(type(value), type(value).__name__)
+    raise ConfigError(f"{path}: expected a string, number, boolean, null, list or mapping, "
+                      f"got {kind} ({_show(value)})")
 
 
 def _check_table(value: dict, path: str, depth: int = 0, budget: list | None = None) -> None:

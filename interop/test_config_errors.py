@@ -62,7 +62,7 @@ FILE_MISTAKES = [
      "in vhost '/': {value_negative,-1}"),
     (b"definitions:\n  queues:\n    - {name: q, arguments: {x-a: 2020-01-01}}\n",
      "definitions.queues[0].arguments.x-a: expected a string, number, boolean, null, "
-     "timestamp, list or mapping, got a date (datetime.date(2020, 1, 1))"),
+     "list or mapping, got a date (datetime.date(2020, 1, 1))"),
     (b"definitions:\n  bindings:\n    - {source: amq.direct, destination: nowhere}\n",
      "definitions.bindings[0]: NOT_FOUND - no queue 'nowhere' in vhost '/'"),
     (b"permissions:\n  - {user: nobody}\n",

@@ -171,10 +171,13 @@ MISTAKES = [
     # argument values: what a field table (and so the store) can carry
     ("definitions:\n  queues:\n    - {name: q, arguments: {x-a: 2020-01-01}}\n",
      "definitions.queues[0].arguments.x-a: expected a string, number, boolean, null, "
-     "timestamp, list or mapping, got a date (datetime.date(2020, 1, 1))"),
+     "list or mapping, got a date (datetime.date(2020, 1, 1))"),
+    ("definitions:\n  queues:\n    - {name: q, arguments: {x-a: [2030-01-01 10:00:00]}}\n",
+     "definitions.queues[0].arguments.x-a[0]: expected a string, number, boolean, null, "
+     "list or mapping, got a timestamp (datetime.datetime(2030, 1, 1, 10, 0))"),
     ("definitions:\n  queues:\n    - {name: q, arguments: {x-a: !!binary aGk=}}\n",
      "definitions.queues[0].arguments.x-a: expected a string, number, boolean, null, "
-     "timestamp, list or mapping, got binary data (b'hi')"),
+     "list or mapping, got binary data (b'hi')"),
     ("definitions:\n  queues:\n    - {name: q, arguments: {x-a: [1, {2: b}]}}\n",
      "definitions.queues[0].arguments.x-a[1]: expected a mapping with string keys, got the "
      "key 2"),
