@@ -229,13 +229,15 @@ class Server:
                     bell.ring()
 
     async def _ticker(self) -> None:
-        """The broker's one timer: message TTL and queue expiry for every queue."""
+        """The broker's one timer: runs ``broker.scheduler`` (message TTL and queue expiry
+        for every queue), waking up early when its earliest deadline moves earlier."""
         bell = _Doorbell()
         guard = _Guard("the timer (message TTL, queue expiry)")
-        self.broker.on_timer_change(bell.ring)
+        scheduler = self.broker.scheduler
+        scheduler.on_change = bell.ring
         while True:
             try:
-                deadline = self.broker.next_deadline()
+                deadline = scheduler.next_deadline()
             except Exception:
                 guard.failed()
                 deadline = time.monotonic() + RETRY
@@ -243,8 +245,8 @@ class Server:
             with anyio.move_on_after(delay):
                 await bell.wait()
             try:
-                self.broker.handle_timer(time.monotonic())
-            except Exception:  # the vhosts guard each queue: this is rarer still
+                scheduler.run_due(time.monotonic())
+            except Exception:  # the scheduler guards each call: this is rarer still
                 guard.failed()
                 await anyio.sleep(RETRY)  # a failure that repeats must not spin
 

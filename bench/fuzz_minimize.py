@@ -118,7 +118,7 @@ def aftermath(core: Core) -> None:
     consumer.feed(method(1, 60, 20, u16(0) + ss(b"fz.dl") + ss(b"") + b"\x00" + table([])))
     consumer.conn.connection_lost()
     core.clock.now += 100
-    core.vh.handle_timer(core.clock.now)
+    core.vh.scheduler.run_due(core.clock.now)
 
 
 def units(frames: list[bytes]) -> list[bytes]:

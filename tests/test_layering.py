@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parent.parent / "amqpbroker"
 
 # Bottom to top, as in ARCHITECTURE.md's layout.  A new module needs a place here (and in
 # ARCHITECTURE.md).
-LAYERS = ["errors", "values", "yamlfile", "config", "framefaults", "wirecheck", "methods",
+LAYERS = ["errors", "scheduler", "values", "yamlfile", "config", "framefaults", "wirecheck", "methods",
           "framing", "message", "topictrie", "exchanges", "queues", "store", "vhost", "broker",
           "channel", "heartbeat", "connection", "server", "perf", "__main__"]
 RANK = {name: i for i, name in enumerate(LAYERS)}

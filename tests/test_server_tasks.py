@@ -155,10 +155,10 @@ def logged_injected(caplog) -> int:
 # ---------------------------------------------------------------------- broker-wide tasks
 
 
-def test_ticker_survives_handle_timer_failures_without_spinning(tmp_path, caplog):
+def test_ticker_survives_run_due_failures_without_spinning(tmp_path, caplog):
     async def scenario(server, port):
-        fault = Fault(server.broker.handle_timer)
-        server.broker.handle_timer = fault
+        fault = Fault(server.broker.scheduler.run_due)
+        server.broker.scheduler.run_due = fault
         # a message with a short TTL gives the ticker a deadline: it fires, and fails
         await serves(port, "ttl-src", {"x-message-ttl": 50})
         c = await RawClient.open(port)
@@ -179,9 +179,9 @@ def test_ticker_survives_handle_timer_failures_without_spinning(tmp_path, caplog
 
 def test_ticker_survives_next_deadline_failure(tmp_path, caplog):
     async def scenario(server, port):
-        fault = Fault(server.broker.next_deadline, times=1)
-        server.broker.next_deadline = fault
-        server.broker.vhosts["/"].on_timer_change()   # wake it up: it asks for a deadline
+        fault = Fault(server.broker.scheduler.next_deadline, times=1)
+        server.broker.scheduler.next_deadline = fault
+        server.broker.scheduler.on_change()   # wake it up: it asks for a deadline
         await anyio.sleep(0.1)
         assert fault.calls >= 1
         await serves(port, "ttl", {"x-message-ttl": 50})
