@@ -7,9 +7,8 @@ import logging
 import platform
 
 from pamqp import commands as C
-from pamqp import decode as pdecode
 
-from . import __version__, errors, framefaults, framing, heartbeat, wirecheck
+from . import __version__, auth, errors, framefaults, framing, heartbeat, wirecheck
 from .channel import Channel
 
 log = logging.getLogger("amqpbroker.connection")
@@ -36,10 +35,12 @@ HANDSHAKE_TIMEOUT = 10.0      # as RabbitMQ's handshake_timeout: open the connec
 
 
 class Connection:
-    def __init__(self, broker, peer: tuple = ("127.0.0.1", 0), now: float = 0.0):
+    def __init__(self, broker, transport: auth.Transport = auth.Transport(),
+                 now: float = 0.0):
         self.broker = broker
         self.config = broker.config
-        self.peer = peer
+        self.transport = transport      # peer and local address, TLS: from the listener
+        self.peer = transport.peer
         self.state = AWAIT_HEADER
         self.reader = framing.FrameReader()
         self._hdr = b""
@@ -312,7 +313,7 @@ class Connection:
         }
         self.send(framing.method_frame(0, C.Connection.Start(
             version_major=0, version_minor=9, server_properties=props,
-            mechanisms="PLAIN AMQPLAIN", locales="en_US")))
+            mechanisms=auth.offered(self.transport), locales="en_US")))
         self.state = AWAIT_START_OK
 
     def _connection_method(self, m, now: float) -> None:
@@ -361,41 +362,11 @@ class Connection:
         self.client_properties = m.client_properties or {}
         caps = self.client_properties.get("capabilities")
         self.client_caps = caps if isinstance(caps, dict) else {}
-        mech = m.mechanism
         response = m.response if isinstance(m.response, bytes) else \
             (m.response or "").encode("utf-8", "surrogateescape")
-        if mech == "PLAIN":
-            parts = response.split(b"\x00")
-            if len(parts) != 3:
-                raise errors.AccessRefusedHard("Login was refused using authentication "
-                                               "mechanism PLAIN. For details see the broker "
-                                               "logfile.")
-            username, password = (parts[1].decode("utf-8", "surrogateescape"),
-                                  parts[2].decode("utf-8", "surrogateescape"))
-        elif mech == "AMQPLAIN":
-            try:
-                _, table = pdecode.field_table(
-                    len(response).to_bytes(4, "big") + response)
-            except Exception:
-                raise errors.SyntaxError_("AMQPLAIN response is not a field table") from None
-            if "LOGIN" not in table or "PASSWORD" not in table:
-                raise errors.SyntaxError_("AMQPLAIN response lacks LOGIN or PASSWORD")
-            username, password = str(table["LOGIN"]), table["PASSWORD"]
-            if not isinstance(password, str) or not isinstance(table["LOGIN"], str):
-                password = None  # invalid UTF-8 (pamqp gives bytes): refused (403)
-        else:
-            raise errors.CommandInvalid(f"invalid authentication mechanism '{mech}'")
-        loopback = self.peer[0] in ("127.0.0.1", "::1") or str(self.peer[0]).startswith(
-            ("127.", "::ffff:127."))
-        user = None if password is None else self.broker.authenticate(username, password,
-                                                                      loopback)
+        user = auth.login(self.broker, m.mechanism, response, self.transport,
+                          bool(self.client_caps.get("authentication_failure_close")))
         if user is None:
-            log.warning("login refused for user %r from %s (mechanism %s)", username,
-                        self.peer, mech)
-            if self.client_caps.get("authentication_failure_close"):
-                raise errors.AccessRefusedHard(
-                    f"Login was refused using authentication mechanism {mech}. For details "
-                    "see the broker logfile.")
             self.should_close = True   # old clients: close the socket silently
             self.state = CLOSED
             return

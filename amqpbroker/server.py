@@ -12,6 +12,7 @@ import time
 import anyio
 from anyio.abc import SocketAttribute
 
+from .auth import Transport
 from .broker import Broker
 from .config import Config, StartError
 from .connection import Connection
@@ -268,13 +269,9 @@ class Server:
         peer = ("?", 0)
         conn = None
         try:
-            try:
-                peer = stream.extra(SocketAttribute.remote_address)
-                sock = stream.extra(SocketAttribute.raw_socket)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except Exception:
-                pass
-            conn = Connection(self.broker, peer, anyio.current_time())
+            transport = _transport(stream)
+            peer = transport.peer
+            conn = Connection(self.broker, transport, anyio.current_time())
             bell, drained = _Doorbell(), _Doorbell()
             conn.on_wakeup = bell.ring
             self._live[conn] = bell
@@ -339,6 +336,19 @@ class Server:
             await anyio.sleep(delay)
             conn.handle_timer(anyio.current_time())
             bell.ring()
+
+
+def _transport(stream) -> Transport:
+    """The description a Connection gets of its socket (TCP_NODELAY set on the way)."""
+    peer = local = ("?", 0)
+    try:
+        peer = stream.extra(SocketAttribute.remote_address)
+        local = stream.extra(SocketAttribute.local_address)
+        sock = stream.extra(SocketAttribute.raw_socket)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except Exception:
+        pass
+    return Transport(peer=peer, local=local)
 
 
 def _bind_error(index: int, host: str, port: int, e: OSError) -> StartError:
