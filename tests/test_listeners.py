@@ -4,6 +4,7 @@ a configured ``tls`` refused at start in one line (amqps is issue 11)."""
 from __future__ import annotations
 
 import anyio
+import anyio.abc
 import pytest
 
 from amqpbroker import __main__ as cli
@@ -100,3 +101,20 @@ def test_serve_with_tls_exits_2_with_that_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"amqpbroker: {f}: listen.tls: TLS listeners (amqps) are not implemented "
                    f"yet; remove listen.tls"]
+
+
+def test_a_connection_gets_its_sockets_transport(tmp_path):
+    """Over a real socket: the Connection's Transport names both ends, no TLS."""
+    from .test_server_tasks import RawClient, run_server
+
+    async def scenario(server, port):
+        known = set(server.connections.live)
+        c = await RawClient.open(port)
+        (conn,) = set(server.connections.live) - known
+        t = conn.transport
+        assert t.local[:2] == ("127.0.0.1", port) and t.peer[0] == "127.0.0.1"
+        assert t.peer[1] == c.stream.extra(anyio.abc.SocketAttribute.local_address)[1]
+        assert t.loopback and not t.tls and t.peer_certificate is None
+        assert conn.peer == t.peer and conn.user.name == "guest"
+        await c.aclose()
+    run_server(tmp_path, scenario)
