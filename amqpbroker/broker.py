@@ -9,6 +9,7 @@ import re
 
 from . import errors
 from .config import Config, ConfigError, Permission
+from .scheduler import Scheduler
 from .store import MemoryStore, StoreError
 from .vhost import VirtualHost
 
@@ -48,7 +49,10 @@ class Broker:
         without it nothing is durable, which is what the sans-I/O tests want."""
         self.config = config or Config()
         self.store = store if store is not None else MemoryStore()
-        self.vhosts = {name: VirtualHost(name, store=self.store) for name in self.config.vhosts}
+        # every timed action of every vhost (TTL, queue expiry): the server's ticker runs it
+        self.scheduler = Scheduler()
+        self.vhosts = {name: VirtualHost(name, store=self.store, scheduler=self.scheduler)
+                       for name in self.config.vhosts}
         self.waiting_sync: set = set()   # channels with confirms parked until a sync
         self.memory_alarm = False
         try:
@@ -123,19 +127,6 @@ class Broker:
                 ch.flush_confirms()
             except Exception:  # a bug in one channel holds back no other's confirms
                 log.exception("releasing the confirms of channel %d failed", ch.number)
-
-    def next_deadline(self) -> float | None:
-        """The earliest TTL / queue-expiry deadline of any vhost (one timer per broker)."""
-        deadlines = [d for vh in self.vhosts.values() if (d := vh.next_deadline()) is not None]
-        return min(deadlines) if deadlines else None
-
-    def handle_timer(self, now: float) -> None:
-        for vh in self.vhosts.values():
-            vh.handle_timer(now)
-
-    def on_timer_change(self, callback) -> None:
-        for vh in self.vhosts.values():
-            vh.on_timer_change = callback
 
     def authenticate(self, username: str, password: str, peer_is_loopback: bool):
         """Return the user, or None for wrong credentials.  Raises AccessRefusedHard for a

@@ -36,9 +36,25 @@ class StartError(ConfigError):
 
 
 @dataclass(frozen=True)
+class TLS:
+    """amqps on ``listen.hosts`` (issue 11; refused at start until then).  The shape
+    every TLS listener (management, Prometheus) will share."""
+
+    certfile: str
+    keyfile: str
+    port: int | None = 5671
+    password: str | None = None       # of the key file
+    cafile: str | None = None         # CAs that client certificates are checked against
+    verify: str = "none"              # none | peer (check one that is sent) | require
+    min_version: str = "tlsv1.2"      # tlsv1.2 | tlsv1.3
+    ciphers: str | None = None        # OpenSSL cipher list; default: the ssl module's
+
+
+@dataclass(frozen=True)
 class Listen:
     hosts: tuple[str, ...] = ("127.0.0.1", "::1")  # IPv4 and IPv6 loopback: some clients use [::1]
-    port: int = 5672
+    port: int | None = 5672  # null: no plain AMQP listener (then tls must be set)
+    tls: TLS | None = None
 
 
 @dataclass(frozen=True)
@@ -252,6 +268,14 @@ _CHECKS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
              "one of direct, fanout, topic, headers"),
     "destination_type": (lambda v: v in ("queue", "exchange"), "one of queue, exchange"),
     "listen.hosts[]": (_is_host, "an IP address or a host name"),
+    "listen.tls.port": (lambda v: 0 <= v <= 65535, "an integer 0..65535"),
+    "listen.tls.certfile": (lambda v: v != "" and "\0" not in v, "a file path"),
+    "listen.tls.keyfile": (lambda v: v != "" and "\0" not in v, "a file path"),
+    "listen.tls.cafile": (lambda v: v != "" and "\0" not in v, "a file path"),
+    "listen.tls.verify": (lambda v: v in ("none", "peer", "require"),
+                          "one of none, peer, require"),
+    "listen.tls.min_version": (lambda v: v in ("tlsv1.2", "tlsv1.3"),
+                               "one of tlsv1.2, tlsv1.3"),
     "storage.path": (lambda v: v != "" and "\0" not in v, "a directory path"),
     "vhosts[]": (lambda v: _nbytes(v, 1), f"a vhost name of 1..{SHORTSTR} bytes"),
     "users[].name": (lambda v: _nbytes(v, 1), f"a user name of 1..{SHORTSTR} bytes"),
@@ -385,6 +409,17 @@ def check_hosts(hosts: tuple[str, ...], path: str, lines: dict | None = None) ->
     _duplicates(hosts, path, "host", lines or {})
 
 
+def check_listen(listen: Listen, port_key: str = "listen.port") -> None:
+    """A ``port`` of null turns a listener off, but one of them must stay on."""
+    if listen.port is None and (listen.tls is None or listen.tls.port is None):
+        raise ConfigError(f"{port_key}: expected an integer, got None (null turns the "
+                          f"plain listener off only when listen.tls listens)")
+    if listen.tls is not None and listen.tls.port is not None and \
+            listen.tls.port == listen.port and listen.port != 0:
+        raise ConfigError(f"listen.tls.port: expected a port other than listen.port, got "
+                          f"{listen.tls.port}")
+
+
 def from_dict(data: typing.Any, lines: dict | None = None) -> Config:
     """Validate parsed YAML; ``lines`` (key path -> line, from yamlfile) lets a duplicate
     name the lines of both."""
@@ -393,6 +428,7 @@ def from_dict(data: typing.Any, lines: dict | None = None) -> Config:
         return Config()
     cfg = _build(Config, data, "")
     check_hosts(cfg.listen.hosts, "listen.hosts", lines)
+    check_listen(cfg.listen)
     _duplicates(cfg.vhosts, "vhosts", "vhost", lines)
     _duplicates([u.name for u in cfg.users], "users", "user", lines, ".name")
     _duplicates([(p.user, p.vhost) for p in cfg.permissions], "permissions",

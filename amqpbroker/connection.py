@@ -1,33 +1,18 @@
 """The sans-I/O connection: bytes in (``receive_data``), bytes out (``data_to_send``),
-time passed in.  It holds the handshake state machine, the channel table, heartbeats and
-the one mapping from errors to Channel.Close / Connection.Close."""
+time passed in.  It holds the channel table, heartbeats and the one mapping from errors to
+Channel.Close / Connection.Close; channel 0's handshake is handshake.py's (a mixin), the
+login auth.py's."""
 from __future__ import annotations
 
 import logging
-import platform
 
 from pamqp import commands as C
-from pamqp import decode as pdecode
 
-from . import __version__, errors, framefaults, framing, heartbeat, wirecheck
+from . import auth, errors, framefaults, framing, heartbeat, wirecheck
 from .channel import Channel
+from .handshake import AWAIT_HEADER, AWAIT_OPEN, AWAIT_START_OK, CLOSED, CLOSING, OPEN, Handshake
 
 log = logging.getLogger("amqpbroker.connection")
-
-# states
-AWAIT_HEADER, AWAIT_START_OK, AWAIT_TUNE_OK, AWAIT_OPEN, OPEN, CLOSING, CLOSED = range(7)
-
-CAPABILITIES = {
-    "publisher_confirms": True,
-    "exchange_exchange_bindings": True,
-    "basic.nack": True,
-    "consumer_cancel_notify": True,
-    "connection.blocked": True,
-    "consumer_priorities": True,
-    "authentication_failure_close": True,
-    "per_consumer_qos": True,
-    "direct_reply_to": True,
-}
 
 OUTPUT_HIGH_WATER = 1 << 20   # above this a connection gets no deliveries and is not read
 OUTPUT_LOW_WATER = 256 << 10
@@ -35,11 +20,13 @@ CLOSE_TIMEOUT = 3.0           # how long we wait for Close-Ok before dropping th
 HANDSHAKE_TIMEOUT = 10.0      # as RabbitMQ's handshake_timeout: open the connection by then
 
 
-class Connection:
-    def __init__(self, broker, peer: tuple = ("127.0.0.1", 0), now: float = 0.0):
+class Connection(Handshake):
+    def __init__(self, broker, transport: auth.Transport = auth.Transport(),
+                 now: float = 0.0):
         self.broker = broker
         self.config = broker.config
-        self.peer = peer
+        self.transport = transport      # peer and local address, TLS: from the listener
+        self.peer = transport.peer
         self.state = AWAIT_HEADER
         self.reader = framing.FrameReader()
         self._hdr = b""
@@ -297,152 +284,6 @@ class Connection:
         self.confirms_dirty.discard(ch)
         if not ch.closing:
             ch.release()
-
-    # ------------------------------------------------------------------ channel 0
-
-    def _start(self) -> None:
-        props = {
-            "product": self.config.server.product,
-            "version": __version__,
-            "platform": f"Python {platform.python_version()}",
-            "copyright": "amqpbroker contributors",
-            "information": "An AMQP 0-9-1 broker in Python",
-            "cluster_name": self.config.server.cluster_name,
-            "capabilities": CAPABILITIES,
-        }
-        self.send(framing.method_frame(0, C.Connection.Start(
-            version_major=0, version_minor=9, server_properties=props,
-            mechanisms="PLAIN AMQPLAIN", locales="en_US")))
-        self.state = AWAIT_START_OK
-
-    def _connection_method(self, m, now: float) -> None:
-        name = m.name
-        if name == "Connection.Close":
-            self.send(framing.method_frame(0, C.Connection.CloseOk()))
-            self._teardown()
-            self.should_close = True
-            # RabbitMQ: until the client closes, at most min(heartbeat, 30 s)
-            self.linger = float(min(self.heartbeat, 30) if self.heartbeat else 30)
-            self.state = CLOSED
-            return
-        if name == "Connection.CloseOk":
-            if self.state == CLOSING:
-                self._teardown()
-                self.should_close = True
-                self.state = CLOSED
-            return
-        if self.state == CLOSING:
-            return
-        if self.state == AWAIT_START_OK and name == "Connection.StartOk":
-            self._start_ok(m)
-        elif self.state == AWAIT_TUNE_OK and name == "Connection.TuneOk":
-            self._tune_ok(m, now)
-        elif self.state == AWAIT_OPEN and name == "Connection.Open":
-            limit = self.config.limits.max_connections
-            if limit and len(self.broker.connections) >= limit:
-                raise errors.NotAllowed(f"connection limit ({limit}) is reached", 10, 40)
-            self.vhost, self.permissions = self.broker.open_vhost(self.user, m.virtual_host)
-            self.state = OPEN
-            self.broker.connections.add(self)
-            self.send(framing.method_frame(0, C.Connection.OpenOk()))
-        elif self.state == OPEN and name == "Connection.UpdateSecret":
-            # PLAIN/AMQPLAIN logins have no token to refresh: accept, as RabbitMQ's
-            # internal backend does
-            self.send(framing.method_frame(0, C.Connection.UpdateSecretOk()))
-        else:
-            # RabbitMQ's text names its reader state, not the method
-            state = {AWAIT_START_OK: "starting", AWAIT_TUNE_OK: "tuning",
-                     AWAIT_OPEN: "opening"}.get(self.state, "running")
-            raise errors.ChannelError(
-                f"unexpected method in connection state {state}",
-                m.index >> 16, m.index & 0xFFFF)
-
-    def _start_ok(self, m) -> None:
-        self.client_properties = m.client_properties or {}
-        caps = self.client_properties.get("capabilities")
-        self.client_caps = caps if isinstance(caps, dict) else {}
-        mech = m.mechanism
-        response = m.response if isinstance(m.response, bytes) else \
-            (m.response or "").encode("utf-8", "surrogateescape")
-        if mech == "PLAIN":
-            parts = response.split(b"\x00")
-            if len(parts) != 3:
-                raise errors.AccessRefusedHard("Login was refused using authentication "
-                                               "mechanism PLAIN. For details see the broker "
-                                               "logfile.")
-            username, password = (parts[1].decode("utf-8", "surrogateescape"),
-                                  parts[2].decode("utf-8", "surrogateescape"))
-        elif mech == "AMQPLAIN":
-            try:
-                _, table = pdecode.field_table(
-                    len(response).to_bytes(4, "big") + response)
-            except Exception:
-                raise errors.SyntaxError_("AMQPLAIN response is not a field table") from None
-            if "LOGIN" not in table or "PASSWORD" not in table:
-                raise errors.SyntaxError_("AMQPLAIN response lacks LOGIN or PASSWORD")
-            username, password = str(table["LOGIN"]), table["PASSWORD"]
-            if not isinstance(password, str) or not isinstance(table["LOGIN"], str):
-                password = None  # invalid UTF-8 (pamqp gives bytes): refused (403)
-        else:
-            raise errors.CommandInvalid(f"invalid authentication mechanism '{mech}'")
-        loopback = self.peer[0] in ("127.0.0.1", "::1") or str(self.peer[0]).startswith(
-            ("127.", "::ffff:127."))
-        user = None if password is None else self.broker.authenticate(username, password,
-                                                                      loopback)
-        if user is None:
-            log.warning("login refused for user %r from %s (mechanism %s)", username,
-                        self.peer, mech)
-            if self.client_caps.get("authentication_failure_close"):
-                raise errors.AccessRefusedHard(
-                    f"Login was refused using authentication mechanism {mech}. For details "
-                    "see the broker logfile.")
-            self.should_close = True   # old clients: close the socket silently
-            self.state = CLOSED
-            return
-        self.user = user
-        limits = self.config.limits
-        self.send(framing.method_frame(0, C.Connection.Tune(
-            channel_max=limits.channel_max, frame_max=limits.frame_max,
-            heartbeat=limits.heartbeat)))
-        self.state = AWAIT_TUNE_OK
-
-    def _tune_ok(self, m, now: float) -> None:
-        limits = self.config.limits
-        for field, value, ours in (("channel_max", m.channel_max, limits.channel_max),
-                                   ("frame_max", m.frame_max, limits.frame_max)):
-            if ours and (value == 0 or value > ours):
-                raise errors.NotAllowed(
-                    f"negotiated {field} = {value} is higher than the maximum allowed value "
-                    f"({ours})", 10, 31)
-        if 0 < m.frame_max < framing.FRAME_MIN_SIZE:
-            raise errors.NotAllowed(
-                f"negotiated frame_max = {m.frame_max} is lower than the minimum allowed "
-                f"value ({framing.FRAME_MIN_SIZE})", 10, 31)
-        self.channel_max = m.channel_max or limits.channel_max or 65535
-        self.frame_max = m.frame_max or limits.frame_max
-        self.reader.frame_max = self.frame_max
-        self.heartbeat = m.heartbeat  # the server uses the client's value as is
-        self.heartbeats = heartbeat.Monitor(m.heartbeat, now) if m.heartbeat else None
-        self.state = AWAIT_OPEN
-
-    def became_publisher(self) -> None:
-        """The first publish: from now on resource alarms apply to this connection."""
-        self.publisher = True
-        if self.broker.memory_alarm:
-            self.set_blocked("low on memory")
-
-    def set_blocked(self, reason: str | None) -> None:
-        """Resource alarm: Connection.Blocked / Unblocked, sent only to clients that
-        advertised the ``connection.blocked`` capability; while blocked the connection is
-        not read (TCP backpressure), as RabbitMQ does."""
-        blocked = reason is not None
-        if blocked == self.blocked or self.state != OPEN:
-            return
-        self.blocked = blocked
-        if self.client_caps.get("connection.blocked"):
-            method = C.Connection.Blocked(reason=reason) if blocked else \
-                C.Connection.Unblocked()
-            self.send(framing.method_frame(0, method))
 
     # ------------------------------------------------------------------ errors
 

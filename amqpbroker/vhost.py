@@ -6,8 +6,6 @@ import base64
 import os
 from decimal import Decimal
 
-import heapq
-import itertools
 import logging
 import time
 
@@ -17,6 +15,7 @@ from .message import (F_EXPIRATION, F_HEADERS, Message, array_items, set_headers
                       split_properties, table_items, v_array, v_decode, v_long, v_str,
                       v_table, v_timestamp)
 from .queues import Queue, QueueArgs
+from .scheduler import Handle, Scheduler
 from .store import MemoryStore
 from .store.base import BindingDef, ExchangeDef, QueueDef
 
@@ -90,16 +89,16 @@ def _bool(b: bool) -> str:
 
 
 class VirtualHost:
-    def __init__(self, name: str, clock=time.monotonic, store=None):
+    def __init__(self, name: str, clock=time.monotonic, store=None, scheduler=None):
         self.name = name
         self.store = store if store is not None else MemoryStore()
         self.clock = clock                       # monotonic seconds; tests pass their own
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.reply_to: dict[str, object] = {}    # direct reply-to: token -> channel
-        self._timers: list[tuple[float, int, Queue]] = []  # one heap for every queue
-        self._timer_ids = itertools.count()
-        self.on_timer_change = None              # called when an earlier deadline appears
+        # the broker's (one for every vhost); a vhost made alone gets its own
+        self.scheduler = scheduler if scheduler is not None else Scheduler()
+        self._queue_timers: dict[Queue, Handle] = {}  # each queue's call in it
         for name, type_ in (("amq.direct", "direct"), ("amq.fanout", "fanout"),
                             ("amq.topic", "topic"), ("amq.headers", "headers"),
                             ("amq.match", "headers")):
@@ -538,41 +537,42 @@ class VirtualHost:
         return new, history
 
     # ------------------------------------------------------------------ timers
+    # A queue's wake-ups (message TTL, x-expires) go through the broker's scheduler: one
+    # call per queue, at its earliest deadline (``queue.scheduled``); an earlier deadline
+    # replaces the call, a later one waits for the queue's own next_deadline().
 
     def _schedule(self, queue: Queue, deadline: float) -> None:
         if queue.scheduled is not None and queue.scheduled <= deadline:
             return
+        old = self._queue_timers.get(queue)
+        if old is not None:
+            self.scheduler.cancel(old)
         queue.scheduled = deadline
-        first = self._timers[0][0] if self._timers else None
-        heapq.heappush(self._timers, (deadline, next(self._timer_ids), queue))
-        if (first is None or deadline < first) and self.on_timer_change is not None:
-            self.on_timer_change()
+        self._queue_timers[queue] = self.scheduler.call_at(deadline, self._queue_timer, queue)
 
-    def next_deadline(self) -> float | None:
-        return self._timers[0][0] if self._timers else None
-
-    def handle_timer(self, now: float) -> None:
-        """Expire messages (TTL) and idle queues (x-expires) whose time has come.  A queue
-        whose step fails is logged and tried again TIMER_RETRY later; the others go on."""
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            deadline, _, q = heapq.heappop(timers)
-            if q.deleted or q.scheduled != deadline:
-                continue  # superseded by an earlier wake-up
-            q.scheduled = None
-            try:
-                if q.idle_expired(now):
-                    self.delete_queue(q)  # queue expiry never dead-letters
-                    continue
-                q.expire(now)
-                nxt = q.next_deadline()
-            except Exception:
-                log.exception("the timer of queue '%s' %s failed", q.name, self._in())
-                if q.deleted:
-                    continue
-                nxt = now + TIMER_RETRY
-            if nxt is not None:
-                self._schedule(q, max(nxt, now))
+    def _queue_timer(self, q: Queue) -> None:
+        """Expire messages (TTL) and the queue itself (x-expires) once their time has
+        come.  A queue whose step fails is logged and tried again TIMER_RETRY later."""
+        self._queue_timers.pop(q, None)
+        q.scheduled = None
+        if q.deleted:
+            return
+        now = self.scheduler.now
+        if now is None:  # (called by hand, not by run_due)
+            now = self.clock()
+        try:
+            if q.idle_expired(now):
+                self.delete_queue(q)  # queue expiry never dead-letters
+                return
+            q.expire(now)
+            nxt = q.next_deadline()
+        except Exception:
+            log.exception("the timer of queue '%s' %s failed", q.name, self._in())
+            if q.deleted:
+                return
+            nxt = now + TIMER_RETRY
+        if nxt is not None:
+            self._schedule(q, max(nxt, now))
 
 
 def _is_cycle(queue: str, history: list[tuple]) -> bool:

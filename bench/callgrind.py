@@ -78,7 +78,7 @@ def child(scenario: str, n: int, total: int, src: str) -> None:
     from amqpbroker.config import Config
     from amqpbroker.connection import Connection
 
-    conn = Connection(Broker(Config()), peer=("127.0.0.1", 5000), now=0.0)
+    conn = Connection(Broker(Config()), now=0.0)  # the default: a loopback peer
 
     def send(*methods, channel=1):
         conn.receive_data(b"".join(pframe.marshal(m, channel) for m in methods), 0.0)

@@ -26,6 +26,7 @@ from fuzz_gen import PROTOCOL_HEADER, handshake, method, props_block, publish, \
 from fuzz_session import CHANNEL_CLOSE, CONNECTION_CLOSE, Reader, close_of
 
 sys.path.insert(0, os.getcwd())   # the amqpbroker of the current directory
+from amqpbroker.auth import Transport  # noqa: E402
 from amqpbroker.broker import Broker  # noqa: E402
 from amqpbroker.connection import Connection  # noqa: E402
 from amqpbroker.store.sqlite import SQLiteStore  # noqa: E402
@@ -84,7 +85,7 @@ class Core:
 
 class _Conn:
     def __init__(self, broker):
-        self.conn = Connection(broker, peer=("127.0.0.1", 5000), now=0.0)
+        self.conn = Connection(broker, Transport(peer=("127.0.0.1", 5000)), now=0.0)
         self.reader = Reader()
         self.opened = False
 
@@ -118,7 +119,7 @@ def aftermath(core: Core) -> None:
     consumer.feed(method(1, 60, 20, u16(0) + ss(b"fz.dl") + ss(b"") + b"\x00" + table([])))
     consumer.conn.connection_lost()
     core.clock.now += 100
-    core.vh.handle_timer(core.clock.now)
+    core.vh.scheduler.run_due(core.clock.now)
 
 
 def units(frames: list[bytes]) -> list[bytes]:

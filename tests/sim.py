@@ -14,6 +14,7 @@ from pamqp import heartbeat as pheartbeat
 
 from amqpbroker.broker import Broker
 from amqpbroker.config import Config
+from amqpbroker.auth import Transport
 from amqpbroker.connection import Connection
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
@@ -108,7 +109,7 @@ class Client:
                  mode: str = "whole", peer: tuple = ("127.0.0.1", 5000), now: float = 0.0):
         assert mode in MODES
         self.broker = broker if broker is not None else Broker(config or Config())
-        self.conn = Connection(self.broker, peer=peer, now=now)
+        self.conn = Connection(self.broker, Transport(peer=peer), now=now)
         self.mode = mode
         self.now = now
         self.frame_max = self.broker.config.limits.frame_max

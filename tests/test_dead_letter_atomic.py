@@ -127,14 +127,14 @@ def test_ttl_expiry_failure_keeps_message_and_timer(s, bug, caplog):
     c.publish(1, "", "src", b"m", PERSISTENT)
     assert s.stored() == {"src": [b"m"]}
     s.clock.now += 1
-    s.vh.handle_timer(s.clock.now)        # must not raise: this is the broker's timer task
+    s.vh.scheduler.run_due(s.clock.now)        # must not raise: this is the broker's timer task
     assert src.message_count == 1
     assert s.stored() == {"src": [b"m"]}
     assert len(tracebacks(caplog)) == 1
     # not tried again (no spinning, no flood): it stays, and is delivered as any message
     s.clock.now += 10
-    s.vh.handle_timer(s.clock.now)
-    assert len(tracebacks(caplog)) == 1 and s.vh.next_deadline() is None
+    s.vh.scheduler.run_due(s.clock.now)
+    assert len(tracebacks(caplog)) == 1 and s.vh.scheduler.next_deadline() is None
     got = c.get(1, "src")
     assert got is not None and got.body == b"m"
 
@@ -162,14 +162,14 @@ def test_one_failing_queue_does_not_stop_other_queues_expiries(s, monkeypatch, c
         raise RuntimeError("injected timer failure")
     monkeypatch.setattr(bad, "expire", broken)
     s.clock.now += 1
-    s.vh.handle_timer(s.clock.now)
+    s.vh.scheduler.run_due(s.clock.now)
     assert good.message_count == 0 and s.stored() == {"bad": [b"b"], "tgt": [b"g"]}
     assert len(tracebacks(caplog)) == 1
     # the failing queue is tried again later, not in a loop now
-    assert s.vh.next_deadline() == pytest.approx(s.clock.now + 1.0)
+    assert s.vh.scheduler.next_deadline() == pytest.approx(s.clock.now + 1.0)
     monkeypatch.undo()
     s.clock.now += 1
-    s.vh.handle_timer(s.clock.now)
+    s.vh.scheduler.run_due(s.clock.now)
     assert bad.message_count == 0 and s.stored() == {"tgt": [b"g", b"b"]}
 
 
@@ -324,7 +324,7 @@ def test_malformed_message_cannot_stop_timer_publisher_or_clean_up(s, way):
     refused = "Connection.Close" in names(publish_malformed(bad, "src"))
     if way == "ttl":
         s.clock.now += 1
-        s.vh.handle_timer(s.clock.now)        # the broker's timer task: must not raise
+        s.vh.scheduler.run_due(s.clock.now)        # the broker's timer task: must not raise
     elif way == "maxlen":
         innocent = s.client()
         assert "Connection.Close" not in names(innocent.publish(1, "", "src", b"ok"))

@@ -193,8 +193,7 @@ def lifecycle(props: bytes, body: bytes = b"fuzz") -> int:
                 consumer.conn.connection_lost()
             # TTL expiry, dead-lettered by the broker's timer
             w.clock.now += 1
-            w.vh.handle_timer(w.clock.now)
-            w.broker.handle_timer(w.clock.now)
+            w.broker.scheduler.run_due(w.clock.now)
             # a restart from the same directory, then every queue delivered and acked
             fuzz.conn.connection_lost()
             other.conn.connection_lost()
@@ -248,7 +247,7 @@ def session(steps: list[bytes]) -> None:
             for step in steps:
                 check(raw(fuzz, step))
             w.clock.now += 1
-            w.vh.handle_timer(w.clock.now)
+            w.vh.scheduler.run_due(w.clock.now)
             fuzz.tick(fuzz.now + 1000)
             check(fuzz.conn.data_to_send())
             fuzz.conn.connection_lost()

@@ -87,7 +87,7 @@ def test_issue_reproduction_is_502_at_publish_and_never_queued():
     assert close.reply_text == "SYNTAX_ERROR - content header: headers.k: unknown field type 'Z'"
     assert vh.queues["q"].message_count == 0
     clock.now += 1
-    vh.handle_timer(clock.now)  # nothing expires: nothing got in
+    vh.scheduler.run_due(clock.now)  # nothing expires: nothing got in
     assert vh.queues["q"].message_count == 0
     assert c.conn not in c.broker.connections
 

@@ -12,14 +12,15 @@ PKG = Path(__file__).resolve().parent.parent / "amqpbroker"
 
 # Bottom to top, as in ARCHITECTURE.md's layout.  A new module needs a place here (and in
 # ARCHITECTURE.md).
-LAYERS = ["errors", "values", "yamlfile", "config", "framefaults", "wirecheck", "methods",
-          "framing", "message", "topictrie", "exchanges", "queues", "store", "vhost", "broker",
-          "channel", "heartbeat", "connection", "server", "perf", "__main__"]
+LAYERS = ["errors", "scheduler", "values", "yamlfile", "config", "framefaults", "wirecheck",
+          "methods", "framing", "message", "topictrie", "exchanges", "queues", "store", "vhost",
+          "broker", "channel", "heartbeat", "auth", "handshake", "connection", "listeners",
+          "server", "perf", "__main__"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
 # the load tool is a client, not part of the broker: it drives asyncio (and uvloop) itself
-ANYIO_ALLOWED = {"server", "store.sqlite", "perf"}
-NO_PAMQP = {"topictrie", "exchanges", "queues", "vhost", "broker"}
+ANYIO_ALLOWED = {"listeners", "server", "store.sqlite", "perf"}
+NO_PAMQP = {"scheduler", "auth", "topictrie", "exchanges", "queues", "vhost", "broker"}
 PACKAGE_ATTRIBUTES = {"__version__"}  # defined in amqpbroker/__init__.py, importable by all
 
 

@@ -230,7 +230,7 @@ def test_timestamp_header_and_property_survive_dead_lettering():
     headers = table((b"ts", b"T" + BIG_TS), (b"d", b"d" + struct.pack(">d", 0.1)))
     r.send(publish(b"", b"src") + content(b"m", props_with(headers)))
     r.c.tick(1.0)
-    r.broker.handle_timer(1.0)
+    r.broker.scheduler.run_due(1.0)
     _m, got, _b = r.get(b"dlq")
     parsed = values.decode_table(got, 2)[0]
     assert parsed.tags["ts"] == "T" and parsed["ts"] == 2**64 - 1

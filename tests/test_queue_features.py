@@ -41,7 +41,7 @@ def setup(**kw):
 def advance(c, clock, vh, seconds: float):
     """Move time on and run the broker's timer, as the server's timer task would."""
     clock.now += seconds
-    vh.handle_timer(clock.now)
+    vh.scheduler.run_due(clock.now)
     return c.recv()
 
 
@@ -328,7 +328,7 @@ def test_queue_ttl_expires_exactly_at_deadline():
     c, clock, vh = setup()
     declare(c, "q", **{"x-message-ttl": 100})
     pub(c, "q")
-    assert vh.next_deadline() == pytest.approx(clock.now + 0.1)
+    assert vh.scheduler.next_deadline() == pytest.approx(clock.now + 0.1)
     advance(c, clock, vh, 0.099)
     assert vh.queues["q"].message_count == 1
     advance(c, clock, vh, 0.001)

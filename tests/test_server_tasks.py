@@ -1,4 +1,5 @@
-"""No server task can be stopped by an exception from one of its steps (issue 8, item 1).
+"""No server task can be stopped by an exception from one of its steps (issue 8, item 1;
+issue 9, item 5: the scheduler's calls, shutdown's 320).
 
 A real Server (anyio, in this process, SQLite store in a temporary directory, a memory
 watermark so that the monitor runs) and a real client speaking AMQP over TCP with pamqp
@@ -11,6 +12,7 @@ confirm, get.
 from __future__ import annotations
 
 import logging
+import time
 
 import anyio
 import pytest
@@ -20,6 +22,7 @@ from pamqp import header as pheader
 from pamqp import body as pbody
 
 from amqpbroker.config import Config, Limits, Listen, Storage
+from amqpbroker.listeners import SHUTDOWN_TEXT
 from amqpbroker.server import Server
 
 pytestmark = pytest.mark.timeout(60)
@@ -155,10 +158,10 @@ def logged_injected(caplog) -> int:
 # ---------------------------------------------------------------------- broker-wide tasks
 
 
-def test_ticker_survives_handle_timer_failures_without_spinning(tmp_path, caplog):
+def test_ticker_survives_run_due_failures_without_spinning(tmp_path, caplog):
     async def scenario(server, port):
-        fault = Fault(server.broker.handle_timer)
-        server.broker.handle_timer = fault
+        fault = Fault(server.broker.scheduler.run_due)
+        server.broker.scheduler.run_due = fault
         # a message with a short TTL gives the ticker a deadline: it fires, and fails
         await serves(port, "ttl-src", {"x-message-ttl": 50})
         c = await RawClient.open(port)
@@ -179,15 +182,74 @@ def test_ticker_survives_handle_timer_failures_without_spinning(tmp_path, caplog
 
 def test_ticker_survives_next_deadline_failure(tmp_path, caplog):
     async def scenario(server, port):
-        fault = Fault(server.broker.next_deadline, times=1)
-        server.broker.next_deadline = fault
-        server.broker.vhosts["/"].on_timer_change()   # wake it up: it asks for a deadline
+        fault = Fault(server.broker.scheduler.next_deadline, times=1)
+        server.broker.scheduler.next_deadline = fault
+        server.broker.scheduler.on_change()   # wake it up: it asks for a deadline
         await anyio.sleep(0.1)
         assert fault.calls >= 1
         await serves(port, "ttl", {"x-message-ttl": 50})
         await serves(port)
     run_server(tmp_path, scenario)
     assert logged_injected(caplog) == 1
+
+
+def test_a_failing_scheduled_call_is_logged_and_the_timer_goes_on(tmp_path, caplog):
+    """A callback of the broker's scheduler raises: one traceback, and the ticker still
+    runs the other calls (a TTL expiry afterwards) and the broker still serves."""
+    async def scenario(server, port):
+        ran = []
+
+        def boom():
+            ran.append("boom")
+            raise Injected("injected fault")
+        now = time.monotonic()
+        server.broker.scheduler.call_at(now, boom)
+        server.broker.scheduler.call_at(now + 0.01, ran.append, "after")
+        with anyio.fail_after(5):
+            while len(ran) < 2:
+                await anyio.sleep(0.02)
+        assert ran == ["boom", "after"]
+        await serves(port, "ttl-after", {"x-message-ttl": 50})
+        c = await RawClient.open(port)
+        await c.send(1, C.Basic.Publish(exchange="", routing_key="ttl-after"),
+                     pheader.ContentHeader(0, 1, C.Basic.Properties()), pbody.ContentBody(b"x"))
+        q = server.broker.vhosts["/"].queues["ttl-after"]
+        with anyio.fail_after(5):
+            while not q.message_count:
+                await anyio.sleep(0.01)
+            while q.message_count:            # expired by the ticker, 50 ms later
+                await anyio.sleep(0.02)
+        await c.aclose()
+    run_server(tmp_path, scenario)
+    assert logged_injected(caplog) == 1
+
+
+def test_shutdown_sends_320_to_every_client(tmp_path):
+    """Server.shutdown (what SIGINT / SIGTERM run first): Connection.Close 320
+    CONNECTION_FORCED to each connection, which then goes; the listener still answers."""
+    async def scenario(server, port):
+        a, b = await RawClient.open(port), await RawClient.open(port)
+        await a.send(1, C.Queue.Declare(queue="kept", durable=True))
+        await a.expect("Queue.DeclareOk")
+        await server.shutdown()
+        for c in (a, b):
+            with anyio.fail_after(5):
+                while True:
+                    f = await c.frame()
+                    if getattr(f, "name", None) == "Connection.Close":
+                        break
+            assert (f.reply_code, f.reply_text) == (320, SHUTDOWN_TEXT)
+            await c.send(0, C.Connection.CloseOk())
+        with anyio.fail_after(5):
+            while server.connections.live:
+                await anyio.sleep(0.02)
+        assert not server.broker.connections
+        for c in (a, b):
+            with anyio.fail_after(5):
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await c.frame()          # the broker closed the socket
+            await c.aclose()
+    run_server(tmp_path, scenario)
 
 
 def test_flusher_survives_a_failed_commit(tmp_path, caplog):
@@ -235,16 +297,16 @@ def test_connection_task_failure_drops_only_that_connection(tmp_path, caplog, st
     listener, the other connections and the broker go on."""
     async def scenario(server, port):
         bystander = await RawClient.open(port)
-        known = set(server._live)
+        known = set(server.connections.live)
         victim = await RawClient.open(port)
-        (conn,) = set(server._live) - known
+        (conn,) = set(server.connections.live) - known
         fault = Fault(getattr(conn, step))
         setattr(conn, step, fault)
         await victim.send(1, C.Queue.Declare(queue="victim"))  # read, answered
         if step == "connection_lost":
             await victim.aclose()
         with anyio.fail_after(5):
-            while conn in server._live:       # dropped (a timer fires within 0.5 s)
+            while conn in server.connections.live:       # dropped (a timer fires within 0.5 s)
                 await anyio.sleep(0.05)
         assert fault.calls >= 1
         if step != "connection_lost":   # (which the fault replaces)
