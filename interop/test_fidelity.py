@@ -87,6 +87,12 @@ class Session:
                             C.Connection.Open(virtual_host="/")), 1)
         return c
 
+    async def channel1(self) -> "Conn":
+        """A connection with channel 1 open (start, tune, open-ok, channel.open-ok)."""
+        c = await self.connect()
+        await c.channel(1)
+        return c
+
 
 class Conn:
     def __init__(self, session: Session, raw):
@@ -129,8 +135,7 @@ class Conn:
 
 
 async def connection_and_channel(s: Session) -> None:
-    c = await s.connect()                                    # start, tune, open-ok
-    await c.channel(1)                                       # channel.open-ok
+    c = await s.channel1()
     await c.call(1, C.Channel.Flow(active=True))             # flow-ok
     await c.call(1, C.Channel.Close(reply_code=200, reply_text="done", class_id=0, method_id=0))    # close-ok
     await c.channel(1)                                       # the number again
@@ -138,8 +143,7 @@ async def connection_and_channel(s: Session) -> None:
 
 
 async def exchanges_and_queues(s: Session) -> None:
-    c = await s.connect()
-    await c.channel(1)
+    c = await s.channel1()
     x, x2, q = f"{s.p}-x", f"{s.p}-x2", f"{s.p}-q"
     await c.call(1, C.Exchange.Declare(exchange=x, exchange_type="direct"))
     await c.call(1, C.Exchange.Declare(exchange=x2, exchange_type="fanout",
@@ -162,8 +166,7 @@ async def exchanges_and_queues(s: Session) -> None:
 
 
 async def basic(s: Session) -> None:
-    c = await s.connect()
-    await c.channel(1)
+    c = await s.channel1()
     q = f"{s.p}-bq"
     await c.call(1, C.Basic.Qos(prefetch_count=10))          # qos-ok
     await c.call(1, C.Queue.Declare(queue=q, exclusive=True))
@@ -182,8 +185,7 @@ async def basic(s: Session) -> None:
 
 
 async def confirms(s: Session) -> None:
-    c = await s.connect()
-    await c.channel(1)
+    c = await s.channel1()
     q, full = f"{s.p}-cq", f"{s.p}-full"
     await c.call(1, C.Queue.Declare(queue=q, exclusive=True))
     await c.call(1, C.Queue.Declare(queue=full, exclusive=True, arguments={
@@ -197,8 +199,7 @@ async def confirms(s: Session) -> None:
 
 
 async def transactions(s: Session) -> None:
-    c = await s.connect()
-    await c.channel(1)
+    c = await s.channel1()
     q = f"{s.p}-tq"
     await c.call(1, C.Queue.Declare(queue=q, exclusive=True))
     await c.call(1, C.Tx.Select())                           # select-ok
@@ -211,13 +212,11 @@ async def transactions(s: Session) -> None:
 
 
 async def cancel_on_delete(s: Session) -> None:
-    a = await s.connect()
-    await a.channel(1)
+    a = await s.channel1()
     q = f"{s.p}-dq"
     await a.call(1, C.Queue.Declare(queue=q, auto_delete=False))
     await a.call(1, C.Basic.Consume(queue=q, consumer_tag=f"{s.p}-ctag"))
-    b = await s.connect()
-    await b.channel(1)
+    b = await s.channel1()
     await b.call(1, C.Queue.Delete(queue=q))
     await a.raw.expect(1, s.timeout)                         # server basic.cancel
     await b.close()
@@ -225,8 +224,7 @@ async def cancel_on_delete(s: Session) -> None:
 
 
 async def soft_errors(s: Session) -> None:
-    c = await s.connect()
-    await c.channel(1)
+    c = await s.channel1()
     await c.soft_error(1, frames(1, C.Exchange.Declare(exchange=f"amq.{s.p}",
                                                        exchange_type="direct")))   # 403
     await c.channel(2)
@@ -327,12 +325,10 @@ async def access_and_amqplain(s: Session) -> None:
 
 
 async def resource_locked(s: Session) -> None:
-    a = await s.connect()
-    await a.channel(1)
+    a = await s.channel1()
     q = f"{s.p}-excl"
     await a.call(1, C.Queue.Declare(queue=q, exclusive=True))
-    b = await s.connect()
-    await b.channel(1)
+    b = await s.channel1()
     await b.soft_error(1, frames(1, C.Queue.Declare(queue=q, passive=True)))         # 405
     await b.close()
     await a.close()
@@ -366,8 +362,7 @@ HARD_SETUP = {"530 consumer tag reuse": lambda s: [
 
 def hard_error(name: str):
     async def scenario(s: Session) -> None:
-        c = await s.connect()
-        await c.channel(1)
+        c = await s.channel1()
         for data, replies in HARD_SETUP.get(name, lambda s: [])(s):
             await c.step(data, replies)
         await c.hard_error(HARD_ERRORS[name](s))
