@@ -14,7 +14,8 @@ PKG = Path(__file__).resolve().parent.parent / "amqpbroker"
 # ARCHITECTURE.md).
 LAYERS = ["errors", "scheduler", "values", "yamlfile", "config", "framefaults", "wirecheck",
           "methods", "framing", "message", "topictrie", "exchanges", "queues", "store", "vhost",
-          "broker", "channel", "heartbeat", "auth", "handshake", "connection", "listeners",
+          "broker", "content", "delivery", "replyto", "publish", "transactions", "topology",
+          "channel", "heartbeat", "auth", "handshake", "connection", "listeners",
           "server", "perf", "__main__"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 

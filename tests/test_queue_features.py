@@ -689,7 +689,7 @@ def test_delivery_count_header_is_long():
     m = get(c, "q", no_ack=False)
     c.rpc(1, C.Basic.Reject(delivery_tag=m.method.delivery_tag, requeue=True))
     qm = vh.queues["q"].ready.head()
-    from amqpbroker.channel import _props
+    from amqpbroker.delivery import _props
     h = dict(table_items(split_properties(_props(vh.queues["q"], qm))[F_HEADERS]))
     assert h["x-delivery-count"] == b"l" + (1).to_bytes(8, "big")
 

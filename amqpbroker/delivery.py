@@ -1,0 +1,215 @@
+"""Consumers and delivery: Basic.Qos/Consume/Cancel/Get/Recover, delivery tags, the
+unacked table and its settlement (ack, nack, reject), redispatch.  The channel is the
+queues' delivery sink (``can_deliver``, ``deliver``, ``server_cancel``).  A mixin of
+``channel.Channel``."""
+from __future__ import annotations
+
+import base64
+import os
+from collections import OrderedDict
+
+from pamqp import commands as C
+
+from . import errors, framing
+from . import methods as M
+from .framing import Settle
+from .message import set_headers, v_long
+from .queues import Consumer, Queue
+from .vhost import REPLY_TO
+
+
+def _ctag() -> str:
+    return "amq.ctag-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+
+
+class Delivery:
+    # ------------------------------------------------------------------ the queues' sink
+
+    def can_deliver(self) -> bool:
+        return self.flow and not self.closing and not self.conn.output_blocked and (
+            not self.global_prefetch or len(self.unacked) < self.global_prefetch)
+
+    def deliver(self, consumer: Consumer, queue: Queue, qm) -> None:
+        tag = self.next_tag
+        self.next_tag = tag + 1
+        if consumer.no_ack:
+            queue.settled(qm)
+        else:
+            self.unacked[tag] = (qm, queue, consumer)
+            consumer.unacked += 1
+        msg = qm.msg
+        if qm.returns and queue.args.delivery_limit is not None:
+            self.conn.send(framing.deliver(self.number, consumer.tag, tag, qm.redelivered,
+                                           msg.exchange, msg.routing_key, _props(queue, qm),
+                                           msg.body, self.conn.frame_max))
+            return
+        route_ss, header = msg.wire() if msg.header is None else (msg.route_ss, msg.header)
+        self.conn.send(framing.deliver_encoded(self.number, consumer.tag_ss, tag,
+                                               qm.redelivered, route_ss, header, msg.body,
+                                               self.conn.frame_max))
+
+    def _settle(self, m: Settle) -> None:
+        tag = m.delivery_tag
+        unacked = self.unacked
+        if m.multiple and tag == 0:
+            entries = list(unacked.items())
+            unacked.clear()
+        elif tag not in unacked:
+            raise errors.PreconditionFailed(f"unknown delivery tag {tag}", 60,
+                                            m.index & 0xFFFF)
+        elif m.multiple:
+            entries = []
+            while unacked:
+                first = next(iter(unacked))
+                if first > tag:
+                    break
+                entries.append(unacked.popitem(last=False))
+        else:
+            entries = [(tag, unacked.pop(tag))]
+        if self.tx is not None:
+            self.tx.append((m, entries))  # applied at commit, restored on rollback
+            return
+        touched: dict[int, Queue] = {}
+        self._apply_settle(m, entries, touched)
+        self._redispatch(touched)
+
+    def _apply_settle(self, m: Settle, entries: list, touched: dict) -> None:
+        ack = m.index == framing.BASIC_ACK
+        requeue = not ack and m.requeue
+        for _tag, (qm, queue, consumer) in entries:
+            if consumer is not None:
+                consumer.unacked -= 1
+            if queue.deleted:
+                continue
+            if ack:
+                queue.settled(qm)
+            elif requeue:
+                queue.requeue(qm)
+            else:
+                queue.reject(qm)
+            touched[id(queue)] = queue
+
+    def _redispatch(self, touched: dict[int, Queue] | None = None) -> None:
+        touched = touched if touched is not None else {}
+        for c in self.consumers.values():
+            touched[id(c.queue)] = c.queue
+        now = self.vhost.clock()
+        for q in touched.values():
+            if not q.deleted:
+                q.dispatch(now)
+
+    def requeue_all(self) -> dict:
+        """Channel closing (or Basic.Recover): every unacked message back to its queue."""
+        entries, self.unacked = list(self.unacked.values()), OrderedDict()
+        if self.tx:  # acks buffered in an uncommitted transaction: still unacked
+            entries += [e for item in self.tx if len(item) == 2 for _t, e in item[1]]
+            self.tx = [item for item in self.tx if len(item) == 3]
+        touched: dict[int, Queue] = {}
+        for qm, queue, consumer in reversed(entries):
+            if consumer is not None:
+                consumer.unacked -= 1
+            if not queue.deleted:
+                queue.requeue(qm)
+                touched[id(queue)] = queue
+        return touched
+
+    def _remove_consumer(self, c: Consumer) -> None:
+        q = c.queue
+        q.remove_consumer(c, self.vhost.clock())
+        if q.auto_delete and not q.consumers and not q.deleted:
+            self.vhost.delete_queue(q)
+
+    def server_cancel(self, c: Consumer) -> None:
+        """The consumer's queue was deleted: forget it, tell clients that understand."""
+        if self.consumers.pop(c.tag, None) is not None and not self.closing and \
+                self.conn.client_caps.get("consumer_cancel_notify"):
+            self.conn.send(M.cancel(self.number, c.tag))
+
+    # ------------------------------------------------------------------ methods
+
+    def _basic_qos(self, m: C.Basic.Qos) -> None:
+        if m.prefetch_size:
+            raise errors.NotImplemented_(f"prefetch_size!=0 ({m.prefetch_size})", 60, 10)
+        if m.global_:
+            self.global_prefetch = m.prefetch_count
+        else:
+            # RabbitMQ applies this to consumers created afterwards; we also resize the
+            # consumers already on the channel, so that celery's live prefetch changes work
+            # whatever product we advertise (a deliberate difference, see README).
+            self.prefetch_count = m.prefetch_count
+            for c in self.consumers.values():
+                c.prefetch = m.prefetch_count
+        self.send_method(M.BASIC_QOS_OK)
+        self._redispatch()
+
+    def _basic_consume(self, m: C.Basic.Consume) -> None:
+        if m.queue == REPLY_TO:
+            self._consume_reply_to(m)
+            return
+        name = self._queue_name(m.queue)
+        self.check("read", "queue", name)  # as RabbitMQ: before the lookup
+        q = self.vhost.get_queue(name, self.conn)
+        tag = m.consumer_tag or _ctag()
+        if tag in self.consumers:
+            raise errors.NotAllowed(f"attempt to reuse consumer tag '{tag}'", 60, 20)
+        if (m.exclusive and q.consumers) or any(c.exclusive for c in q.consumers):
+            raise errors.AccessRefused(
+                f"queue '{name}' in vhost '{self.vhost.name}' in exclusive use")
+        args = m.arguments or {}
+        priority = args.get("x-priority", 0)
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise errors.PreconditionFailed(
+                f"invalid arg 'x-priority' for queue '{name}' in vhost '{self.vhost.name}'")
+        c = Consumer(tag, self, q, m.no_ack, m.exclusive, priority, self.prefetch_count, args)
+        self.consumers[tag] = c
+        if not m.nowait:
+            self.conn.send(M.consume_ok(self.number, tag))  # before any deliver
+        q.add_consumer(c)
+        q.touch(self.vhost.clock())
+        q.dispatch(self.vhost.clock())
+
+    def _basic_cancel(self, m: C.Basic.Cancel) -> None:
+        if m.consumer_tag == self.reply_consumer and self.reply_consumer is not None:
+            self._drop_reply_to()
+        c = self.consumers.pop(m.consumer_tag, None)
+        if not m.nowait:
+            self.conn.send(M.cancel_ok(self.number, m.consumer_tag))
+        if c is not None:
+            self._remove_consumer(c)
+
+    def _basic_get(self, m: C.Basic.Get) -> None:
+        name = self._queue_name(m.queue)
+        self.check("read", "queue", name)
+        q = self.vhost.get_queue(name, self.conn)
+        now = self.vhost.clock()
+        q.touch(now)
+        qm = q.take(now)
+        if qm is None:
+            self.send_method(M.BASIC_GET_EMPTY)
+            return
+        tag = self.next_tag
+        self.next_tag = tag + 1
+        if m.no_ack:
+            q.settled(qm)
+        else:
+            self.unacked[tag] = (qm, q, None)
+        msg = qm.msg
+        self.conn.send(framing.get_ok(self.number, tag, qm.redelivered, msg.exchange,
+                                      msg.routing_key, len(q.ready), _props(q, qm), msg.body,
+                                      self.conn.frame_max))
+
+    def _basic_recover(self, m) -> None:
+        if not m.requeue:
+            raise errors.NotImplemented_("requeue=false", 60, m.index & 0xFFFF)
+        touched = self.requeue_all()
+        if m.name == "Basic.Recover":
+            self.send_method(M.BASIC_RECOVER_OK)
+        self._redispatch(touched)
+
+
+def _props(queue: Queue, qm) -> bytes:
+    """The properties to deliver: as received, plus ``x-delivery-count`` on a redelivery
+    from a queue with a delivery limit (as quorum queues and LavinMQ do)."""
+    if qm.returns and queue.args.delivery_limit is not None:
+        return set_headers(qm.msg.props, {"x-delivery-count": v_long(qm.returns)})
+    return qm.msg.props
