@@ -85,8 +85,8 @@ def _start_error_text(e: config_mod.StartError, args) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["perf"]:  # the load tool has its own options (amqpbroker perf --help)
-        from . import perf
-        return perf.main(argv[1:])
+        import amqpbroker_perf  # a client, outside the broker package
+        return amqpbroker_perf.main(argv[1:])
     parser = _Parser(prog="amqpbroker", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"amqpbroker {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)

@@ -15,7 +15,6 @@ from .handshake import AWAIT_HEADER, AWAIT_OPEN, AWAIT_START_OK, CLOSED, CLOSING
 log = logging.getLogger("amqpbroker.connection")
 
 OUTPUT_HIGH_WATER = 1 << 20   # above this a connection gets no deliveries and is not read
-OUTPUT_LOW_WATER = 256 << 10
 CLOSE_TIMEOUT = 3.0           # how long we wait for Close-Ok before dropping the socket
 HANDSHAKE_TIMEOUT = 10.0      # as RabbitMQ's handshake_timeout: open the connection by then
 
@@ -42,7 +41,6 @@ class Connection(Handshake):
         self._in_receive = False
         self._woken = False
         self.channels: dict[int, Channel] = {}
-        self.closing_channels: set[int] = set()
         self.confirms_dirty: set[Channel] = set()
         self.exclusive_queues: dict = {}
         self.client_properties: dict = {}

@@ -101,8 +101,3 @@ class AccessRefusedHard(HardError):
 
     code, name = 403, "ACCESS_REFUSED"
 
-
-# Every reply code we send, for the error-table test and for documentation.
-ALL = [AccessRefused, NotFound, ResourceLocked, PreconditionFailed, ConnectionForced,
-       FrameError, SyntaxError_, CommandInvalid, ChannelError, UnexpectedFrame, ResourceError,
-       NotAllowed, NotImplemented_, InternalError]

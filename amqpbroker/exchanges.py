@@ -42,7 +42,6 @@ class Exchange:
         self.arg_types: dict[str, str] = {}  # wire types of the arguments, for texts
         self.bindings: dict[tuple, Binding] = {}  # key -> binding, this exchange the source
         self.incoming: dict[Binding, None] = {}   # bindings to this exchange
-        self.had_binding = False
         self.deleted = False
 
     @property
@@ -60,7 +59,6 @@ class Exchange:
         self.validate_binding(b.routing_key, b.arguments)
         self.bindings[b.key] = b
         _incoming(b.destination)[b] = None
-        self.had_binding = True
         self._added(b)
         return True
 

@@ -142,9 +142,6 @@ class _Ready(deque):
     def head(self) -> QueuedMessage | None:
         return self[0] if self else None
 
-    def heads(self):
-        return (self[0],) if self else ()
-
     def requeue(self, qm: QueuedMessage) -> None:
         _insort(self, qm)
 
@@ -188,9 +185,6 @@ class _PriorityReady:
     def head(self) -> QueuedMessage | None:
         top = self._top()
         return top[0] if top else None
-
-    def heads(self):
-        return tuple(level[0] for level in self.levels if level)
 
     def requeue(self, qm: QueuedMessage) -> None:
         _insort(self.levels[qm.priority], qm)
@@ -289,7 +283,6 @@ class Queue:
         self.consumers: list[Consumer] = []
         self._groups: list[list[Consumer]] = []   # consumers by priority, highest first
         self._rr: dict[int, int] = {}             # round-robin position per group
-        self.had_consumer = False
         self.bindings: dict = {}  # bindings to this queue (an ordered set: binding -> None)
         self.deleted = False
         self._next_seq = 0
@@ -513,7 +506,6 @@ class Queue:
 
     def add_consumer(self, c: Consumer) -> None:
         self.consumers.append(c)
-        self.had_consumer = True
         self._regroup()
 
     def remove_consumer(self, c: Consumer, now: float = 0.0) -> None:

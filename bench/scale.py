@@ -30,7 +30,7 @@ from pamqp import frame as pframe
 from pamqp import header as pheader
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from amqpbroker.perf import Client  # noqa: E402
+from amqpbroker_perf.client import Client  # noqa: E402
 
 
 def start_broker(*extra, durable: bool = False) -> tuple[subprocess.Popen, int]:

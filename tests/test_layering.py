@@ -1,6 +1,7 @@
 """ARCHITECTURE.md's layering rule, enforced on the import statements of amqpbroker/:
 a module imports only modules listed above it; only the anyio edge imports anyio; the
-broker core never imports pamqp."""
+broker core never imports pamqp.  The load tool (amqpbroker_perf/, a client of any broker)
+is outside the package: it imports nothing of amqpbroker, and only __main__ imports it."""
 from __future__ import annotations
 
 import ast
@@ -9,18 +10,18 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "amqpbroker"
+PERF = PKG.parent / "amqpbroker_perf"
 
-# Bottom to top, as in ARCHITECTURE.md's layout.  A new module needs a place here (and in
-# ARCHITECTURE.md).
+# Bottom to top, as in docs/architecture.md. A new module needs a place here (and in
+# docs/architecture.md).
 LAYERS = ["errors", "scheduler", "values", "yamlfile", "config", "framefaults", "wirecheck",
           "methods", "framing", "message", "topictrie", "exchanges", "queues", "store", "vhost",
           "broker", "content", "delivery", "replyto", "publish", "transactions", "topology",
           "channel", "heartbeat", "auth", "handshake", "connection", "listeners",
-          "server", "perf", "__main__"]
+          "server", "__main__"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
-# the load tool is a client, not part of the broker: it drives asyncio (and uvloop) itself
-ANYIO_ALLOWED = {"listeners", "server", "store.sqlite", "perf"}
+ANYIO_ALLOWED = {"listeners", "server", "store.sqlite"}
 NO_PAMQP = {"scheduler", "auth", "topictrie", "exchanges", "queues", "vhost", "broker"}
 PACKAGE_ATTRIBUTES = {"__version__"}  # defined in amqpbroker/__init__.py, importable by all
 
@@ -132,3 +133,23 @@ def test_import_parser_sees_relative_imports():
     internal, external = imports(PKG / "connection.py")
     assert {"errors", "framing", "channel"} <= internal
     assert "pamqp" in external
+
+
+def test_the_load_tool_is_a_client_outside_the_broker():
+    """amqpbroker_perf drives asyncio (and uvloop) itself and speaks AMQP through pamqp and
+    its own frame walking: nothing of the broker's, so it measures any broker alike."""
+    files = sorted(PERF.glob("*.py"))
+    assert {p.name for p in files} >= {"__init__.py", "client.py", "tool.py"}
+    for path in files:
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level \
+                else []
+            assert not [n for n in names if n.split(".")[0] == "amqpbroker"], \
+                f"{path.name} imports {names}"
+
+
+def test_only_main_imports_the_load_tool():
+    users = [m for m, p in all_modules() if "amqpbroker_perf" in imports(p)[1]]
+    assert users == ["__main__"]

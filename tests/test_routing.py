@@ -389,13 +389,6 @@ def test_queue_equivalence_rules():
         "current is '2'")
 
 
-def test_queue_int_arg_compared_across_int_types_through_the_wire():
-    """pamqp encodes 2 as a short-short int; a client might send it as a long."""
-    c = connected()
-    c.declare(1, "q", arguments={"x-queue-version": 2})
-    c.declare(1, "q", arguments={"x-queue-version": 2})
-
-
 def test_exchange_type_inequivalent_text():
     vh = VirtualHost("/")
     declare_exchange(vh, "x", "direct")
@@ -485,32 +478,14 @@ def test_default_exchange_403(method):
 
 
 # ---------------------------------------------------------------------- queue args
-
-
-# Arguments RabbitMQ implements, each with a valid value.  Each is either implemented or
-# refused with 406 naming it: never silently ignored.
-KNOWN_ARGS = [("x-message-ttl", 1000), ("x-expires", 60000), ("x-max-length", 10),
-              ("x-max-length-bytes", 1000), ("x-overflow", "reject-publish"),
-              ("x-dead-letter-exchange", "dlx"), ("x-max-priority", 10),
-              ("x-single-active-consumer", True), ("x-delivery-limit", 5)]
+# (the arguments RabbitMQ implements, priorities and integer widths through the wire:
+# test_queue_args_wire.py)
 
 # Invalid values: 406 naming the argument whether or not it is implemented.
 INVALID_ARGS = [("x-message-ttl", -1), ("x-message-ttl", "abc"), ("x-expires", 0),
                 ("x-max-length", -1), ("x-max-length-bytes", "big"),
                 ("x-overflow", "explode"), ("x-max-priority", 256), ("x-max-priority", "hi"),
                 ("x-single-active-consumer", "yes")]
-
-
-@pytest.mark.parametrize("arg, value", KNOWN_ARGS)
-def test_known_queue_args_implemented_or_refused(arg, value):
-    vh = VirtualHost("/")
-    try:
-        q = declare_queue(vh, "q", durable=True, arguments={arg: value})
-    except errors.PreconditionFailed as e:
-        assert f"'{arg}'" in e.reply_text
-        assert "q" not in vh.queues
-    else:
-        assert q.arguments[arg] == value
 
 
 @pytest.mark.parametrize("arg, value", INVALID_ARGS)
@@ -520,22 +495,6 @@ def test_invalid_queue_arg_values_406(arg, value):
         declare_queue(vh, "q", arguments={arg: value})
     assert f"'{arg}'" in reply_text(e)
     assert "q" not in vh.queues
-
-
-def test_x_max_priority_refused_or_implemented():
-    """Until priorities are implemented x-max-priority is refused with 406 naming it; once
-    implemented, higher priorities go first."""
-    c = connected()
-    frames = c.rpc(1, C.Queue.Declare(queue="pq", arguments={"x-max-priority": 10}))
-    if names(frames) == ["Channel.Close"]:
-        close = close_frame(frames, 1)
-        assert close.reply_code == 406 and "'x-max-priority'" in close.reply_text
-        return
-    assert names(frames) == ["Queue.DeclareOk"]
-    for prio in (1, 5, 0, 9, 5):
-        c.publish(1, "", "pq", str(prio).encode(), C.Basic.Properties(priority=prio))
-    got = [c.get(1, "pq", no_ack=True).body for _ in range(5)]
-    assert got == [b"9", b"5", b"5", b"1", b"0"]
 
 
 def test_unknown_queue_args_accepted():

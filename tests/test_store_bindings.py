@@ -1,10 +1,14 @@
 """The SQLite store's bindings: every put and delete is one search of the primary key,
 files made with the earlier (rowid) bindings table still work, and a vhost that deletes
-bound queues and exchanges leaves no binding behind after recovery."""
+bound queues and exchanges leaves no binding behind after recovery (on both stores)."""
 from __future__ import annotations
 
 import sqlite3
 
+import anyio
+import pytest
+
+from amqpbroker.store import MemoryStore
 from amqpbroker.store.base import BindingDef
 from amqpbroker.store.sqlite import SQL, SQLiteStore
 from amqpbroker.vhost import VirtualHost
@@ -47,8 +51,13 @@ def test_a_file_with_the_rowid_bindings_table_still_works(tmp_path):
     store.close()
 
 
-def test_deleting_bound_queues_and_exchanges_leaves_no_binding(tmp_path):
-    store = SQLiteStore(str(tmp_path))
+def _sync(store) -> None:
+    anyio.run(store.sync)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_deleting_bound_queues_and_exchanges_leaves_no_binding(kind, tmp_path):
+    store = MemoryStore() if kind == "memory" else SQLiteStore(str(tmp_path))
     vh = VirtualHost("/", store=store)
     vh.declare_exchange("t", "topic", False, True, False, False, {})
     vh.declare_exchange("d", "fanout", False, True, False, False, {})
@@ -60,12 +69,12 @@ def test_deleting_bound_queues_and_exchanges_leaves_no_binding(tmp_path):
         vh.bind("amq.headers", q, "", {"x-match": "any", "n": i})
     vh.bind("t", vh.exchanges["d"], "#", {})
     vh.bind("d", queues[0], "", {})
-    store.sync_blocking()
+    _sync(store)
     assert len(store.recover().bindings) == 20 * 3 + 2
     for q in queues[:10]:
         vh.delete_queue(q)
     vh.delete_exchange("d", False)   # one binding from it, one to it
-    store.sync_blocking()
+    _sync(store)
     left = store.recover().bindings
     assert sorted((b.source, b.destination) for b in left) == sorted(
         [("amq.direct", f"q{i}") for i in range(10, 20)] +

@@ -1,6 +1,7 @@
 """Stores: where durable definitions and persistent messages live.
 
-``Store`` is the protocol; ``MemoryStore`` keeps nothing (tests, throw-away brokers);
+``Store`` is the protocol; ``MemoryStore`` keeps what it is given in this process only
+(tests, throw-away brokers);
 ``SQLiteStore`` (the default) group-commits batches in a worker thread.
 """
 from __future__ import annotations

@@ -1,7 +1,17 @@
-"""The Store protocol: synchronous mutators that only append to an in-memory batch, a
-``recover()`` at start, and one ``async sync()``: everything appended before the call is
-durable when it returns.  ``gen`` counts mutations, ``synced`` is the last ``gen`` made
-durable; a publisher confirm waits until ``synced`` covers its message."""
+"""The Store protocol: synchronous mutators (they never wait: a store that writes
+somewhere only appends to an in-memory batch), a ``recover()`` at start, and one
+``async sync()``: everything given before the call is kept when it returns.  ``gen``
+counts mutations (every mutator bumps it), ``synced`` is the last ``gen`` kept (never
+above ``gen``); a publisher confirm waits until ``synced`` covers its message.
+
+``recover()`` gives back every definition put and not deleted (a put replaces the one
+with the same key: (vhost, name) for exchanges and queues, all six fields for a binding,
+its arguments compared by their encoding) and every message appended and not removed,
+per (vhost, queue) in seq order; deleting a queue deletes its messages.  ``durable``
+says whether what is kept outlives the process: queues give persistent messages only to
+a durable store.  The implementations: ``MemoryStore`` (memory.py, kept at once, so
+``synced == gen`` always, nothing outlives the process) and ``SQLiteStore`` (sqlite.py,
+group commit: ``synced`` lags until a ``sync()``, what is synced survives a crash)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -66,7 +76,9 @@ class Store(Protocol):
     durable: bool
     gen: int
     synced: int
-    on_dirty: object  # callable or None: the first mutation after a sync calls it
+    # callable or None: called when the store gets something to sync (the first mutation
+    # after a sync; never, by a store that keeps everything at once)
+    on_dirty: object
 
     def put_exchange(self, d: ExchangeDef) -> None: ...
     def delete_exchange(self, vhost: str, name: str) -> None: ...

@@ -14,165 +14,14 @@ import argparse
 import asyncio
 import json
 import os
-import struct
 import sys
 import time
-import urllib.parse
 
 from pamqp import commands as C
 from pamqp import frame as pframe
 from pamqp import header as pheader
 
-_frame_hdr = struct.Struct(">BHI")
-_stamp = struct.Struct(">IQQ")     # producer id, sequence number, monotonic send time (ns)
-_u64 = struct.Struct(">Q")
-DELIVER = b"\x00\x3c\x00\x3c"
-ACK, NACK, RETURN = b"\x00\x3c\x00\x50", b"\x00\x3c\x00\x78", b"\x00\x3c\x00\x32"
-
-
-class Client(asyncio.Protocol):
-    """A minimal AMQP client: pamqp for the handshake and set-up, frame walking for the
-    hot methods (deliveries and confirms)."""
-
-    def __init__(self):
-        self.buf = b""
-        self.transport = None
-        self.waiters: dict[tuple[int, str], asyncio.Future] = {}
-        self.on_deliver = None   # (tag, first body bytes, body size)
-        self.on_confirm = None   # (tag, multiple, ack)
-        self.on_return = None
-        self.closed = asyncio.get_running_loop().create_future()
-        self.paused = False
-        self.resume = asyncio.Event()
-        self.resume.set()
-        self._content = None     # (tag, size, got, first bytes) of the delivery being read
-
-    # asyncio.Protocol
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def connection_lost(self, exc):
-        if not self.closed.done():
-            self.closed.set_result(exc)
-        for fut in self.waiters.values():
-            if not fut.done():
-                fut.set_exception(ConnectionError(f"connection lost: {exc}"))
-                fut.exception()  # nobody may be waiting any more: don't log it
-
-    def pause_writing(self):
-        self.resume.clear()
-
-    def resume_writing(self):
-        self.resume.set()
-
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf + data if self.buf else data
-        pos, end = 0, len(buf)
-        unpack = _frame_hdr.unpack_from
-        while end - pos >= 8:
-            ftype, channel, size = unpack(buf, pos)
-            stop = pos + 7 + size
-            if stop >= end:
-                break
-            start = pos + 7
-            pos = stop + 1
-            if ftype == 3:
-                c = self._content
-                if c is not None:
-                    if c[2] == 0:
-                        c[3] = buf[start:start + _stamp.size]
-                    c[2] += size
-                    if c[2] >= c[1]:
-                        self._content = None
-                        if c[0] is not None and self.on_deliver:
-                            self.on_deliver(c[0], c[3], c[1])
-                continue
-            if ftype == 2:
-                c = self._content
-                if c is not None:
-                    c[1] = _u64.unpack_from(buf, start + 4)[0]
-                    if c[1] == 0:
-                        self._content = None
-                        if c[0] is not None and self.on_deliver:
-                            self.on_deliver(c[0], b"", 0)
-                continue
-            if ftype != 1:
-                continue
-            mid = buf[start:start + 4]
-            if mid == DELIVER:
-                n = buf[start + 4]
-                tag = _u64.unpack_from(buf, start + 5 + n)[0]
-                self._content = [tag, 0, 0, b""]
-            elif mid == ACK or mid == NACK:
-                tag = _u64.unpack_from(buf, start + 4)[0]
-                if self.on_confirm:
-                    self.on_confirm(tag, bool(buf[start + 12] & 1), mid == ACK)
-            elif mid == RETURN:
-                self._content = [None, 0, 0, b""]
-                if self.on_return:
-                    self.on_return()
-            else:
-                self._method(channel, buf[start:stop])
-        self.buf = buf[pos:] if pos < end else b""
-
-    def _method(self, channel: int, payload: bytes) -> None:
-        _, _, method = pframe.unmarshal(_frame_hdr.pack(1, channel, len(payload)) + payload +
-                                        b"\xce")
-        if method.name in ("Connection.Close", "Channel.Close"):
-            err = ConnectionError(f"{method.name}: {method.reply_code} {method.reply_text}")
-            for fut in self.waiters.values():
-                if not fut.done():
-                    fut.set_exception(err)
-            self.waiters.clear()
-            if method.name == "Connection.Close":
-                self.send(0, C.Connection.CloseOk())
-            return
-        fut = self.waiters.pop((channel, method.name), None)
-        if fut is not None and not fut.done():
-            fut.set_result(method)
-
-    def send(self, channel: int, method) -> None:
-        self.transport.write(pframe.marshal(method, channel))
-
-    async def call(self, channel: int, method, reply: str):
-        fut = asyncio.get_running_loop().create_future()
-        self.waiters[(channel, reply)] = fut
-        self.send(channel, method)
-        return await asyncio.wait_for(fut, 30)
-
-    @classmethod
-    async def connect(cls, url: str) -> "Client":
-        u = urllib.parse.urlparse(url)
-        loop = asyncio.get_running_loop()
-        _, self = await loop.create_connection(cls, u.hostname or "127.0.0.1", u.port or 5672)
-        start = loop.create_future()
-        self.waiters[(0, "Connection.Start")] = start
-        self.transport.write(b"AMQP\x00\x00\x09\x01")
-        await asyncio.wait_for(start, 10)
-        tune = await self.call(0, C.Connection.StartOk(
-            client_properties={"product": "amqpbroker perf",
-                               "capabilities": {"publisher_confirms": True,
-                                                "consumer_cancel_notify": True}},
-            mechanism="PLAIN",
-            response=f"\0{urllib.parse.unquote(u.username or 'guest')}"
-                     f"\0{urllib.parse.unquote(u.password or 'guest')}"),
-            "Connection.Tune")
-        self.frame_max = tune.frame_max or 131072
-        self.send(0, C.Connection.TuneOk(channel_max=tune.channel_max,
-                                         frame_max=self.frame_max, heartbeat=0))
-        vhost = urllib.parse.unquote(u.path[1:]) if len(u.path) > 1 else "/"
-        await self.call(0, C.Connection.Open(virtual_host=vhost), "Connection.OpenOk")
-        await self.call(1, C.Channel.Open(), "Channel.OpenOk")
-        return self
-
-    async def close(self) -> None:
-        try:
-            await asyncio.wait_for(self.call(0, C.Connection.Close(reply_code=200,
-                                                                   reply_text="bye"),
-                                             "Connection.CloseOk"), 5)
-        except Exception:
-            pass
-        self.transport.close()
+from .client import FRAME_HDR, STAMP, Client
 
 
 class Stats:
@@ -243,12 +92,12 @@ async def _producer(pid: int, args, stats: Stats, stop: asyncio.Event, exchange:
     if window:
         await cl.call(1, C.Confirm.Select(), "Confirm.SelectOk")
     props = C.Basic.Properties(delivery_mode=2 if args.persistent else 1)
-    size = max(args.size, _stamp.size)
+    size = max(args.size, STAMP.size)
     method = pframe.marshal(C.Basic.Publish(exchange=exchange, routing_key=routing_key,
                                             mandatory=args.mandatory), 1)
     header = pframe.marshal(pheader.ContentHeader(0, size, props), 1)
-    body_hdr = _frame_hdr.pack(3, 1, size)
-    pad = b"\x00" * (size - _stamp.size)
+    body_hdr = FRAME_HDR.pack(3, 1, size)
+    pad = b"\x00" * (size - STAMP.size)
     prefix = method + header + body_hdr
     seq = 0
     batch = max(1, min(window // 4 if window else 200, 200))
@@ -275,7 +124,7 @@ async def _producer(pid: int, args, stats: Stats, stop: asyncio.Event, exchange:
         chunks = []
         for _ in range(n):
             seq += 1
-            chunks += (prefix, _stamp.pack(pid, seq, now_ns), pad, b"\xce")
+            chunks += (prefix, STAMP.pack(pid, seq, now_ns), pad, b"\xce")
         cl.transport.write(b"".join(chunks))
         outstanding += n if window else 0
         stats.sent += n
@@ -310,8 +159,8 @@ async def _consumer(qi: int, queue: str, args, stats: Stats, ready: asyncio.Even
         stats.received += 1
         if not stats.backlog_ok.is_set() and stats.backlog() <= stats.max_backlog // 2:
             stats.backlog_ok.set()
-        if len(first) >= _stamp.size:
-            pid, seq, sent_ns = _stamp.unpack_from(first)
+        if len(first) >= STAMP.size:
+            pid, seq, sent_ns = STAMP.unpack_from(first)
             bits = seen[pid] if pid < len(seen) else None
             if bits is not None:
                 byte, bit = divmod(seq, 8)
