@@ -13,7 +13,8 @@ PKG = Path(__file__).resolve().parent.parent / "amqpbroker"
 # Bottom to top, as in ARCHITECTURE.md's layout.  A new module needs a place here (and in
 # ARCHITECTURE.md).
 LAYERS = ["errors", "scheduler", "values", "yamlfile", "config", "framefaults", "wirecheck",
-          "methods", "framing", "message", "topictrie", "exchanges", "queues", "store", "vhost",
+          "methods", "framing", "message", "topictrie", "exchanges", "confirms",
+          "queues", "store", "vhost",
           "broker", "content", "delivery", "replyto", "publish", "transactions", "topology",
           "channel", "heartbeat", "auth", "handshake", "connection", "listeners",
           "server", "perf", "__main__"]
@@ -21,7 +22,8 @@ RANK = {name: i for i, name in enumerate(LAYERS)}
 
 # the load tool is a client, not part of the broker: it drives asyncio (and uvloop) itself
 ANYIO_ALLOWED = {"listeners", "server", "store.sqlite", "perf"}
-NO_PAMQP = {"scheduler", "auth", "topictrie", "exchanges", "queues", "vhost", "broker"}
+NO_PAMQP = {"scheduler", "confirms", "auth", "topictrie", "exchanges", "confirms",
+          "queues", "vhost", "broker"}
 PACKAGE_ATTRIBUTES = {"__version__"}  # defined in amqpbroker/__init__.py, importable by all
 
 
