@@ -67,27 +67,28 @@ class ConfirmTracker:
     """One per channel in confirm mode.  ``store`` is the vhost's (its ``synced`` is the
     watermark of int tickets); ``wake()`` is called when a ``Pending`` that an entry waited
     for settles."""
-    __slots__ = ("store", "wake", "seq", "_entries")
+    __slots__ = ("store", "wake", "seq", "entries")
 
     def __init__(self, store, wake=None):
         self.store = store
         self.wake = wake
         self.seq = 0                     # the last publish's sequence number
-        # [seq, ack?, store generation to reach, Pending tickets not yet settled]
-        self._entries: deque[list] = deque()
+        # not yet confirmed, in publish order (empty: nothing to write, nothing to wait
+        # for): [seq, ack?, store generation to reach, Pending tickets not yet settled]
+        self.entries: deque[list] = deque()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.entries)
 
     def publish(self, ticket) -> int:
         """Register the next publish with its ticket (or REFUSED); returns its number."""
         self.seq = seq = self.seq + 1
         if ticket is True:
-            self._entries.append([seq, True, 0, 0])
+            self.entries.append([seq, True, 0, 0])
         elif type(ticket) is int:
-            self._entries.append([seq, True, ticket, 0])
+            self.entries.append([seq, True, ticket, 0])
         elif ticket is False:
-            self._entries.append([seq, False, 0, 0])
+            self.entries.append([seq, False, 0, 0])
         else:
             entry = [seq, True, 0, 0]
             for t in ticket if type(ticket) is list else (ticket,):
@@ -101,30 +102,37 @@ class ConfirmTracker:
                     t._waiting.append((self, entry))
                 elif not t.outcome:
                     entry[1] = False
-            self._entries.append(entry)
+            self.entries.append(entry)
         return seq
 
-    def release(self) -> list[tuple[int, bool, bool]]:
+    def release(self):
         """The confirms to write now, as (delivery tag, multiple, ack): the settled run at
         the front, coalesced.  What stays waits for a sync or a settle."""
-        entries = self._entries
+        entries = self.entries
         if not entries:
-            return []
+            return ()
         synced = self.store.synced
+        if len(entries) == 1:  # the usual case: one publish per read
+            seq, ack, gen, waits = entries[0]
+            if gen > synced or waits:
+                return ()
+            entries.clear()
+            # as coalesce: a lone ack is single, a lone nack multiple=true
+            return ((seq, not ack, ack),)
         n = 0
         for _seq, _ack, gen, waits in entries:
             if gen > synced or waits:
                 break
             n += 1
         if not n:
-            return []
+            return ()
         done = [entries.popleft() for _ in range(n)]
         return coalesce(done, entries[0][0] if entries else None)
 
     def clear(self) -> None:
         """The channel is closing: nothing more will be confirmed (a Pending settled later
         finds its entry gone from here and changes nothing that is sent)."""
-        self._entries.clear()
+        self.entries.clear()
 
 
 def coalesce(done: list, waiting: int | None) -> list[tuple[int, bool, bool]]:

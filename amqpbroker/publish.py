@@ -106,9 +106,9 @@ class Publishing:
                 self.send_method(M.TX_COMMIT_OK)
             else:
                 self.conn.broker.waiting_sync.add(self)
-        if not confirms:  # None, or nothing pending
+        if confirms is None or not confirms.entries:
             return
         for seq, multiple, ack in confirms.release():
             self.conn.send(framing.confirm(self.number, seq, multiple, ack))
-        if confirms:
+        if confirms.entries:
             self.conn.broker.waiting_sync.add(self)

@@ -252,10 +252,16 @@ def test_tracker_against_a_moving_watermark():
     t = ConfirmTracker(store, lambda: woken.append(1))
     p = Pending()
     assert [t.publish(x) for x in (5, SAFE, [p, 2], REFUSED)] == [1, 2, 3, 4]
-    assert t.release() == []
+    assert list(t.release()) == []
     store.synced = 5
-    assert t.release() == [(2, True, True)]          # 1 and 2; 3 waits for p
+    assert list(t.release()) == [(2, True, True)]          # 1 and 2; 3 waits for p
     p.settle()
     assert woken == [1]
-    assert t.release() == [(3, False, True), (4, False, False)]
+    assert list(t.release()) == [(3, False, True), (4, False, False)]
     assert len(t) == 0
+    t.publish(REFUSED)                                # alone: the one-entry path
+    assert list(t.release()) == [(5, True, False)]    # a lone nack is multiple=true
+    t.publish(9)
+    assert list(t.release()) == []
+    store.synced = 9
+    assert list(t.release()) == [(6, False, True)]
