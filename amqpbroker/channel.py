@@ -12,6 +12,7 @@ from pamqp import commands as C
 
 from . import errors, framing
 from . import methods as M
+from .confirms import ConfirmTracker
 from .content import ContentAssembly
 from .delivery import Delivery
 from .framing import Publish
@@ -35,10 +36,7 @@ class Channel(ContentAssembly, Publishing, Delivery, DirectReplyTo, Transactions
         self.prefetch_count = 0       # for consumers (global=false)
         self.global_prefetch = 0      # channel-wide (global=true)
         self.flow = True
-        self.confirm = False
-        self.publish_seq = 0
-        # (seq, ack?, store generation that must be durable first), not yet written
-        self.pending_confirm: list[tuple[int, bool, int]] = []
+        self.confirms: ConfirmTracker | None = None  # in confirm mode
         self.commit_ok_gen: int | None = None  # a Tx.CommitOk waiting for the store
         self.last_queue: str | None = None
         self.tx: list | None = None   # in tx mode: buffered publishes and settlements
@@ -114,7 +112,8 @@ class Channel(ContentAssembly, Publishing, Delivery, DirectReplyTo, Transactions
         now = self.vhost.clock()
         for q in touched.values():
             q.dispatch(now)
-        self.pending_confirm = []
+        if self.confirms is not None:
+            self.confirms.clear()
 
     # ------------------------------------------------------------------ methods
 

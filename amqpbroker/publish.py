@@ -1,11 +1,13 @@
 """Publishing: the checks on a publish's exchange, routing, ``mandatory`` returns and the
-publisher confirms that follow.  A mixin of ``channel.Channel``."""
+publisher confirms that follow (the channel's side: ``confirms.ConfirmTracker`` keeps the
+bookkeeping).  A mixin of ``channel.Channel``."""
 from __future__ import annotations
 
 from pamqp import commands as C
 
 from . import errors, framing, wirecheck
 from . import methods as M
+from .confirms import SAFE, ConfirmTracker
 from .framing import Publish
 from .message import F_HEADERS, F_REPLY_TO, Message, sender_selected
 from .replyto import REPLY_TO_PREFIX
@@ -56,24 +58,20 @@ class Publishing:
         self._route(pub, ex, msg)
 
     def _route(self, pub: Publish, ex, msg: Message) -> None:
-        store = self.vhost.store
-        written = store.gen
         if ex is _DEFAULT_EXCHANGE and msg.routing_key.startswith(REPLY_TO_PREFIX):
-            routed, rejected = self._reply(msg), False
+            routed, ticket = self._reply(msg), SAFE
         else:
-            queues, rejected = self.vhost.publish(ex, msg)
+            queues, ticket = self.vhost.publish(ex, msg)
             routed = bool(queues)
-        written = store.gen if store.gen != written else 0
         if not routed and pub.mandatory:
             # the return goes out before the confirm (confirms are flushed later)
             self.conn.send(framing.basic_return(self.number, 312, "NO_ROUTE", pub.exchange,
                                                 pub.routing_key, msg.props, msg.body,
                                                 self.conn.frame_max))
-        if self.confirm:
-            # a persistent message written to the store is confirmed after the sync that
-            # covers it; anything else at once (but in order)
-            self.publish_seq += 1
-            self.pending_confirm.append((self.publish_seq, not rejected, written))
+        if self.confirms is not None:
+            # confirmed when the queues' tickets are settled (a persistent message in a
+            # durable queue: after the sync that covers it), in publish order
+            self.confirms.publish(ticket)
             self.conn.confirms_dirty.add(self)
 
     # ------------------------------------------------------------------ confirms
@@ -81,49 +79,36 @@ class Publishing:
     def _confirm_select(self, m: C.Confirm.Select) -> None:
         if self.tx is not None:
             raise errors.PreconditionFailed("cannot switch from tx to confirm mode", 85, 10)
-        self.confirm = True
+        if self.confirms is None:
+            self.confirms = ConfirmTracker(self.vhost.store, self._confirms_settled)
         if not m.nowait:
             self.send_method(M.CONFIRM_SELECT_OK)
 
+    def _confirms_settled(self) -> None:
+        """A queue settled a ticket late: write what it released at the end of this read,
+        or at the next ``Broker.after_sync()``."""
+        self.conn.confirms_dirty.add(self)
+        self.conn.broker.waiting_sync.add(self)
+
     def flush_confirms(self) -> None:
-        """Write the confirms whose messages are durable (in order), coalescing runs with
-        multiple=true; the rest wait for the store's next sync."""
+        """Write the confirms that are settled (in order, coalesced with multiple=true) and
+        a Tx.CommitOk whose writes are durable; the rest wait for the store's next sync (or
+        a late settle)."""
+        confirms = self.confirms
         if self.closing or self.conn.channels.get(self.number) is not self:
-            self.pending_confirm = []
+            if confirms is not None:
+                confirms.clear()
             self.commit_ok_gen = None
             return
-        synced = self.vhost.store.synced
         if self.commit_ok_gen is not None:
-            if self.commit_ok_gen <= synced:
+            if self.commit_ok_gen <= self.vhost.store.synced:
                 self.commit_ok_gen = None
                 self.send_method(M.TX_COMMIT_OK)
             else:
                 self.conn.broker.waiting_sync.add(self)
-        if not self.pending_confirm:
+        if confirms is None or not confirms.entries:
             return
-        cut = 0
-        for _seq, _ack, gen in self.pending_confirm:
-            if gen > synced:
-                break
-            cut += 1
-        if cut < len(self.pending_confirm):
+        for seq, multiple, ack in confirms.release():
+            self.conn.send(framing.confirm(self.number, seq, multiple, ack))
+        if confirms.entries:
             self.conn.broker.waiting_sync.add(self)
-        pending, self.pending_confirm = self.pending_confirm[:cut], self.pending_confirm[cut:]
-        # RabbitMQ's send_confirms / coalesce_and_send (rabbit_channel): a lone ack is
-        # single; otherwise the tags below the smallest still unconfirmed publish (and below
-        # the other outcome's tags) go as one multiple=true, the rest one by one; acks first
-        acks = [seq for seq, ack, _gen in pending if ack]
-        nacks = [seq for seq, ack, _gen in pending if not ack]
-        waiting = [self.pending_confirm[0][0]] if self.pending_confirm else []
-        for seqs, others, ack in ((acks, nacks, True), (nacks, acks, False)):
-            if not seqs:
-                continue
-            below = 0   # how many go as one multiple=true
-            if not ack or len(seqs) > 1:
-                cutoff = min([*(waiting or [seqs[-1] + 1]), *others])
-                below = sum(1 for seq in seqs if seq < cutoff)
-            if below:
-                self.conn.send(framing.confirm(self.number, seqs[below - 1], True, ack))
-            for seq in seqs[below:]:
-                self.conn.send(framing.confirm(self.number, seq, False, ack))
-

@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from . import errors
+from .confirms import REFUSED, SAFE
 from .message import Message, shortstr
 
 log = logging.getLogger("amqpbroker.queues")
@@ -293,8 +294,9 @@ class Queue:
 
     # ------------------------------------------------------------------ supply
 
-    def offer(self, msg: Message, now: float) -> bool:
-        """Enqueue a published message; False if refused (``reject-publish`` overflow)."""
+    def offer(self, msg: Message, now: float):
+        """Enqueue a published message; its confirm ticket (``confirms``: SAFE, or the
+        store generation of its write), or REFUSED (``reject-publish`` overflow)."""
         a = self.args
         if self._rejects and (
                 (a.max_length is not None and len(self.ready) >= a.max_length) or
@@ -302,9 +304,9 @@ class Queue:
                  self.ready_bytes + len(msg.body) > a.max_length_bytes)):
             if a.overflow == "reject-publish-dlx":  # never enqueued here: nothing to drop
                 self._try_dead_letter(msg, "maxlen")
-            return False
-        self.enqueue(msg, now)
-        return True
+            return REFUSED
+        qm = self.enqueue(msg, now)
+        return self.store.gen if qm.persisted else SAFE
 
     def enqueue(self, msg: Message, now: float = 0.0) -> QueuedMessage:
         """Enqueue without the overflow check (offer's second half; tests, recovery)."""

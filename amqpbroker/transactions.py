@@ -12,7 +12,7 @@ from .queues import Queue
 
 class Transactions:
     def _tx_select(self, m) -> None:
-        if self.confirm:
+        if self.confirms is not None:
             raise errors.PreconditionFailed("cannot switch from confirm to tx mode", 90, 10)
         if self.tx is None:
             self.tx = []

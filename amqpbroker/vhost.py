@@ -10,6 +10,7 @@ import logging
 import time
 
 from . import errors
+from .confirms import REFUSED, SAFE, join
 from .exchanges import TYPES, Binding, Exchange
 from .message import (F_EXPIRATION, F_HEADERS, Message, array_items, set_headers,
                       split_properties, table_items, v_array, v_decode, v_long, v_str,
@@ -411,39 +412,44 @@ class VirtualHost:
                 return []
             exchange = ae
 
-    def publish(self, exchange: Exchange, msg: Message) -> tuple[list[Queue], bool]:
-        """Route and enqueue.  Returns the queues routed to and whether any refused the
+    def publish(self, exchange: Exchange, msg: Message) -> tuple[list[Queue], object]:
+        """Route and enqueue.  Returns the queues routed to and the publish's confirm
+        ticket (``confirms``): the queues' tickets joined, or REFUSED when one refused the
         message (``reject-publish`` overflow: the publisher gets a nack)."""
         if exchange is _DEFAULT_EXCHANGE and not msg.cc and not msg.bcc:  # the hot path
             q = self.queues.get(msg.routing_key)
             if q is None:
-                return [], False
+                return [], SAFE
             queues = [q]
         else:
             queues = self.route(exchange, msg)
         return queues, self._deliver(queues, msg)
 
-    def _deliver(self, queues: list[Queue], msg: Message) -> bool:
+    def _deliver(self, queues: list[Queue], msg: Message):
         now = self.clock()
         if len(queues) == 1:  # the usual case, without the bookkeeping
             q = queues[0]
-            if not q.offer(msg, now):
-                return True
+            ticket = q.offer(msg, now)
+            if not ticket:
+                return REFUSED
             q.dispatch(now)
             if q.needs_after_publish or q._expiry:
                 q.after_publish(now)
-            return False
-        rejected = False
+            return ticket
+        ticket = SAFE
         accepted = []
         for q in queues:
-            if q.offer(msg, now):
+            t = q.offer(msg, now)
+            if t:
                 accepted.append(q)
+                if ticket is not REFUSED:
+                    ticket = join(ticket, t)
             else:
-                rejected = True
+                ticket = REFUSED
         for q in accepted:
             q.dispatch(now)
             q.after_publish(now)
-        return rejected
+        return ticket
 
     # ------------------------------------------------------------------ dead letters
 

@@ -443,7 +443,7 @@ def test_confirms_coalesced(mode):
 def test_confirm_select_nowait():
     c = connected()
     assert c.rpc(1, C.Confirm.Select(nowait=True)) == []
-    assert c.conn.channels[1].confirm
+    assert c.conn.channels[1].confirms is not None
 
 
 @modes

@@ -15,14 +15,15 @@ PERF = PKG.parent / "amqpbroker_perf"
 # Bottom to top, as in docs/architecture.md. A new module needs a place here (and in
 # docs/architecture.md).
 LAYERS = ["errors", "scheduler", "values", "yamlfile", "config", "framefaults", "wirecheck",
-          "methods", "framing", "message", "topictrie", "exchanges", "queues", "store", "vhost",
+          "methods", "framing", "message", "topictrie", "exchanges", "confirms",
+          "queues", "store", "vhost",
           "broker", "content", "delivery", "replyto", "publish", "transactions", "topology",
           "channel", "heartbeat", "auth", "handshake", "connection", "listeners",
           "server", "__main__"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
 ANYIO_ALLOWED = {"listeners", "server", "store.sqlite"}
-NO_PAMQP = {"scheduler", "auth", "topictrie", "exchanges", "queues", "vhost", "broker"}
+NO_PAMQP = {"scheduler", "auth", "topictrie", "exchanges", "confirms", "queues", "vhost", "broker"}
 PACKAGE_ATTRIBUTES = {"__version__"}  # defined in amqpbroker/__init__.py, importable by all
 
 
