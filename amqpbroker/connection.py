@@ -222,8 +222,8 @@ class Connection(Handshake):
             except errors.SoftError as e:
                 self._close_channel(ch, e)
             return
-        if ch is None:
-            raise errors.ChannelError(f"expected 'channel.open' on channel {channel}")
+        if ch is None:  # RabbitMQ's content assembly answers first: no method before it
+            raise wirecheck.unexpected(None, None)
         if ch.closing:
             return
         try:

@@ -95,20 +95,17 @@ class FrameReader:
 # and loses the wire type, which RabbitMQ shows in its texts and which must survive a
 # rewrite of a message's headers.
 
-# fixed sizes of field-value types (RabbitMQ's table, not the spec XML's)
-_FIXED = {b"t": 1, b"b": 1, b"B": 1, b"s": 2, b"u": 2, b"I": 4, b"i": 4, b"l": 8, b"L": 8,
-          b"f": 4, b"d": 8, b"D": 5, b"T": 8, b"V": 0}
+_TAG_SIZE = values.TAG_SIZE
 
 
 def _value_end(data: bytes, pos: int) -> int:
     """End offset of the tagged field value starting at ``pos`` (its type tag)."""
-    tag = data[pos:pos + 1]
-    size = _FIXED.get(tag)
-    if size is not None:
-        return pos + 1 + size
-    if tag in (b"S", b"x", b"A", b"F"):
+    size = _TAG_SIZE[data[pos]]
+    if size > 0:
+        return pos + size
+    if size < 0:
         return pos + 5 + _u32.unpack_from(data, pos + 1)[0]
-    raise errors.SyntaxError_(f"unknown field value type {tag!r}")
+    raise errors.SyntaxError_(f"unknown field value type {data[pos:pos + 1]!r}")
 
 
 def table_items(raw: bytes) -> list[tuple[str, bytes]]:

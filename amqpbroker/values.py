@@ -25,13 +25,24 @@ _s32 = struct.Struct(">i")
 _s64, _u64 = struct.Struct(">q"), struct.Struct(">Q")
 _f32, _f64 = struct.Struct(">f"), struct.Struct(">d")
 
-# tag -> (struct, RabbitMQ's type name) for the fixed-size numeric types
-_NUMS = {"b": (_s8, "byte"), "B": (_u8, "unsignedbyte"), "s": (_s16, "short"),
-         "u": (_u16, "unsignedshort"), "I": (_s32, "signedint"), "i": (_u32, "unsignedint"),
-         "l": (_s64, "long"), "L": (_s64, "long"), "f": (_f32, "float"),
-         "d": (_f64, "double"), "T": (_u64, "timestamp")}
-TYPE_NAMES = {**{t: n for t, (_s, n) in _NUMS.items()}, "t": "bool", "D": "decimal",
-              "S": "longstr", "x": "binary", "A": "array", "F": "table", "V": "void"}
+# The AMQP field types as RabbitMQ reads them (rabbit_binary_parser, not the spec XML):
+# tag -> (width, RabbitMQ's type name).  width: the fixed size after the tag, or -1 for
+# length-prefixed bytes (S, x), -2 a table (F), -3 an array (A).  Everything that reads
+# tables (wirecheck's walkers, the decoders below, message.py's raw walkers) uses this one.
+FIELD_TYPES = {"t": (1, "bool"), "b": (1, "byte"), "B": (1, "unsignedbyte"),
+               "s": (2, "short"), "u": (2, "unsignedshort"), "I": (4, "signedint"),
+               "i": (4, "unsignedint"), "l": (8, "long"), "L": (8, "long"),
+               "f": (4, "float"), "d": (8, "double"), "D": (5, "decimal"),
+               "T": (8, "timestamp"), "V": (0, "void"), "S": (-1, "longstr"),
+               "x": (-1, "binary"), "F": (-2, "table"), "A": (-3, "array")}
+TYPE_NAMES = {t: name for t, (_w, name) in FIELD_TYPES.items()}
+# by tag octet, for the walkers: the size of a fixed value with its tag (> 0), 0 for an
+# unknown tag, the negative width of the others
+TAG_SIZE = tuple(0 if (w := FIELD_TYPES.get(chr(i), (None,))[0]) is None
+                 else w + 1 if w >= 0 else w for i in range(256))
+# the fixed-size numbers' codecs (t, D and V have their own code)
+_NUMS = {"b": _s8, "B": _u8, "s": _s16, "u": _u16, "I": _s32, "i": _u32, "l": _s64,
+         "L": _s64, "f": _f32, "d": _f64, "T": _u64}
 
 
 def text(b: bytes) -> str:
@@ -127,11 +138,10 @@ def decode_value(data: bytes, pos: int):
     pos += 1
     num = _NUMS.get(tag)
     if num is not None:
-        st = num[0]
-        end = pos + st.size
+        end = pos + num.size
         if end > len(data):
             raise _bad("value past the end")
-        return tag, st.unpack_from(data, pos)[0], end
+        return tag, num.unpack_from(data, pos)[0], end
     if tag in "SxAF":
         if pos + 4 > len(data):
             raise _bad("length past the end")
@@ -222,7 +232,7 @@ def guess_tag(value) -> str:
 def encode_value(tag: str, value) -> bytes:
     num = _NUMS.get(tag)
     if num is not None:
-        return tag.encode() + num[0].pack(value)
+        return tag.encode() + num.pack(value)
     if tag == "S":
         b = raw(value) if isinstance(value, str) else bytes(value)
         return b"S" + _u32.pack(len(b)) + b

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import base64
 import os
-from decimal import Decimal
 
 import logging
 import time
 
-from . import errors
+from . import errors, values
 from .confirms import REFUSED, SAFE, join
 from .exchanges import TYPES, Binding, Exchange
 from .message import (F_EXPIRATION, F_HEADERS, Message, array_items, set_headers,
@@ -45,19 +44,6 @@ def _type_class(type_name: str) -> str:
     return "float" if type_name in ("float", "double") else type_name
 
 
-def _guess_type(value) -> str:
-    """The wire type of a value we only have decoded (arguments given in YAML, say)."""
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "signedint" if -2**31 <= value < 2**31 else "long"
-    if isinstance(value, float):
-        return "double"
-    if isinstance(value, Decimal):
-        return "decimal"
-    return {dict: "table", list: "array"}.get(type(value), "longstr")
-
-
 def _fmt(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
@@ -68,8 +54,10 @@ def check_arg_equivalence(key: str, where: str, new, new_type: str | None, cur,
     type class compare by value (an int is an int whatever its width)."""
     if new is None and cur is None:
         return
-    new_type = new_type or (_guess_type(new) if new is not None else None)
-    cur_type = cur_type or (_guess_type(cur) if cur is not None else None)
+    # a value we only have decoded (arguments given in YAML, say): the type it is sent as
+    names, guess = values.TYPE_NAMES, values.guess_tag
+    new_type = new_type or (names[guess(new)] if new is not None else None)
+    cur_type = cur_type or (names[guess(cur)] if cur is not None else None)
     if new is not None and cur is not None:
         if _type_class(new_type) == _type_class(cur_type):
             if new == cur and isinstance(new, bool) == isinstance(cur, bool):

@@ -4,13 +4,14 @@ decoded later without failing, whoever decodes it (a TTL timer, dead-lettering, 
 redelivery, the store); what fails closes the sender's connection with 502 SYNTAX_ERROR
 naming the problem (RabbitMQ 3.10 answers 541 or drops the socket there).
 
-The accepted field types are RabbitMQ's (``rabbit_binary_parser``): t b B s u I i l L f d
-D S x A T F V.  Tables and arrays nest at most ``MAX_DEPTH`` deep (RabbitMQ has no limit
-but the frame size; our decoders recurse).
+The accepted field types are RabbitMQ's (``values.FIELD_TYPES``).  Tables and arrays
+nest at most ``MAX_DEPTH`` deep (RabbitMQ has no limit but the frame size; our decoders
+recurse).
 
 Two walkers: a fast one that only says yes or no (the hot path: one flags test for a
-message without properties, a table walk driven by a 256-entry size table), and a careful
-one that runs only after the fast one said no and names the problem.
+message without properties, a template comparison for a shape seen before, else a walk
+driven by ``values.TAG_SIZE``), and a careful one that runs only after the fast one said
+no and names the problem.
 """
 from __future__ import annotations
 
@@ -18,27 +19,11 @@ import struct
 
 from . import errors
 from .framefaults import cannot_decode, unexpected, unknown_frame  # noqa: F401
+from .values import FIELD_TYPES, TAG_SIZE, TYPE_NAMES
 
 MAX_DEPTH = 64
 
 _u32 = struct.Struct(">I").unpack_from
-_u16 = struct.Struct(">H").unpack_from
-
-# size of a tagged value by its tag octet: > 0 fixed (tag included), 0 unknown tag,
-# -1 length-prefixed bytes (S, x), -2 table (F), -3 array (A)
-_FIXED = {"t": 1, "b": 1, "B": 1, "s": 2, "u": 2, "I": 4, "i": 4, "l": 8, "L": 8, "f": 4,
-          "d": 8, "D": 5, "T": 8, "V": 0}
-_SIZE = [0] * 256
-for _tag, _n in _FIXED.items():
-    _SIZE[ord(_tag)] = _n + 1
-_SIZE[ord("S")] = _SIZE[ord("x")] = -1
-_SIZE[ord("F")] = -2
-_SIZE[ord("A")] = -3
-_SIZE = tuple(_SIZE)
-_NAMES = {"t": "bool", "b": "byte", "B": "unsignedbyte", "s": "short", "u": "unsignedshort",
-          "I": "signedint", "i": "unsignedint", "l": "long", "L": "long", "f": "float",
-          "d": "double", "D": "decimal", "T": "timestamp", "V": "void", "S": "longstr",
-          "x": "binary", "F": "table", "A": "array"}
 
 
 class _Bad(Exception):
@@ -49,7 +34,7 @@ def table_ok(d: bytes, pos: int = 0) -> int:
     """The end of the valid field table (length prefix first) at ``d[pos:]``; raises _Bad,
     IndexError or struct.error if it is not valid."""
     end = pos + 4 + _u32(d, pos)[0]
-    if end > len(d) or _rtable(d, pos + 4, end, 1, []) != end:
+    if end > len(d) or _walk(d, pos + 4, end, 1, [], True) != end:
         raise _Bad
     return end
 
@@ -63,53 +48,43 @@ def _fail(where: str, what: str):
     raise errors.SyntaxError_(f"{where}: {what}" if where else what)
 
 
-def _explain_value(d: bytes, pos: int, end: int, depth: int, where: str) -> int:
-    if pos >= end:
-        _fail(where, "value type missing")
-    tag = chr(d[pos])
-    if tag in _FIXED:
-        stop = pos + 1 + _FIXED[tag]
-        if stop > end:
-            _fail(where, f"{_NAMES[tag]} value runs past the end of its table")
-        return stop
-    if tag not in "SxFA":
-        shown = repr(tag) if 32 <= d[pos] < 127 else f"0x{d[pos]:02x}"
-        _fail(where, f"unknown field type {shown}")
-    if pos + 5 > end:
-        _fail(where, f"{_NAMES[tag]} length runs past the end of its table")
-    n = _u32(d, pos + 1)[0]
-    stop = pos + 5 + n
-    if stop > end:
-        _fail(where, f"{_NAMES[tag]} of {n} bytes runs past the end of its table "
-                     f"({end - pos - 5} left)")
-    if tag in "FA":
-        if depth >= MAX_DEPTH:
-            _fail(where, f"tables and arrays nested deeper than {MAX_DEPTH}")
-        if tag == "F":
-            _explain_table(d, pos + 5, stop, depth + 1, where)
-        else:
-            _explain_array(d, pos + 5, stop, depth + 1, where)
-    return stop
-
-
-def _key(d: bytes, pos: int, n: int) -> str:
-    return d[pos:pos + n].decode("utf-8", "replace")
-
-
-def _explain_table(d: bytes, pos: int, end: int, depth: int, where: str) -> None:
-    while pos < end:
-        n = d[pos]
-        if pos + 1 + n > end:
-            _fail(where, f"field name of {n} bytes runs past the end of its table")
-        key = _key(d, pos + 1, n)
-        pos = _explain_value(d, pos + 1 + n, end, depth, f"{where}.{key}" if where else key)
-
-
-def _explain_array(d: bytes, pos: int, end: int, depth: int, where: str) -> None:
+def _explain(d: bytes, pos: int, end: int, depth: int, where: str, keyed: bool) -> None:
+    """Walk a table's (``keyed``) or an array's entries from ``pos`` to ``end`` and raise
+    502 naming the first problem, with its path (``headers.x-death[0].queue``)."""
     i = 0
     while pos < end:
-        pos = _explain_value(d, pos, end, depth, f"{where}[{i}]")
-        i += 1
+        if keyed:
+            n = d[pos]
+            if pos + 1 + n > end:
+                _fail(where, f"field name of {n} bytes runs past the end of its table")
+            key = d[pos + 1:pos + 1 + n].decode("utf-8", "replace")
+            here, pos = f"{where}.{key}" if where else key, pos + 1 + n
+        else:
+            here, i = f"{where}[{i}]", i + 1
+        if pos >= end:
+            _fail(here, "value type missing")
+        tag = chr(d[pos])
+        width = FIELD_TYPES.get(tag, (None,))[0]
+        if width is None:
+            shown = repr(tag) if 32 <= d[pos] < 127 else f"0x{d[pos]:02x}"
+            _fail(here, f"unknown field type {shown}")
+        if width >= 0:
+            pos += 1 + width
+            if pos > end:
+                _fail(here, f"{TYPE_NAMES[tag]} value runs past the end of its table")
+            continue
+        if pos + 5 > end:
+            _fail(here, f"{TYPE_NAMES[tag]} length runs past the end of its table")
+        n = _u32(d, pos + 1)[0]
+        stop = pos + 5 + n
+        if stop > end:
+            _fail(here, f"{TYPE_NAMES[tag]} of {n} bytes runs past the end of its table "
+                        f"({end - pos - 5} left)")
+        if width < -1:
+            if depth >= MAX_DEPTH:
+                _fail(here, f"tables and arrays nested deeper than {MAX_DEPTH}")
+            _explain(d, pos + 5, stop, depth + 1, here, tag == "F")
+        pos = stop
 
 
 def check_table(d: bytes, pos: int, where: str) -> int:
@@ -125,7 +100,7 @@ def check_table(d: bytes, pos: int, where: str) -> int:
     if end > len(d):
         _fail(where, f"table of {n} bytes runs past the end of the data "
                      f"({len(d) - pos - 4} left)")
-    _explain_table(d, pos + 4, end, 1, where)
+    _explain(d, pos + 4, end, 1, where, True)
     _fail(where, "malformed field table")  # not reached: the careful walk found it
 
 
@@ -140,12 +115,13 @@ _PROPS = ((0x8000, "content-type", "s"), (0x4000, "content-encoding", "s"),
           (0x0080, "message-id", "s"), (0x0040, "timestamp", "T"), (0x0020, "type", "s"),
           (0x0010, "user-id", "s"), (0x0008, "app-id", "s"), (0x0004, "cluster-id", "s"))
 F_HEADERS, F_DELIVERY_MODE, F_USER_ID = 0x2000, 0x1000, 0x0010
+_STABLE = 0x8000 | 0x4000  # content-type, content-encoding
 
 # Templates: publishers repeat the shape of their properties (the same properties, header
 # names, types and lengths) even when the values differ.  A walk records the offsets of
 # every byte that steers parsing (the flags, string and table lengths, name lengths, type
-# tags, delivery-mode); a block of the same length with the same bytes at those offsets
-# parses the same way, so it is valid too.  Checking one is a Struct.unpack that picks
+# tags, delivery-mode) and of the header names, content-type and -encoding; a block of the same length with the same
+# bytes at those offsets parses the same way, so it is valid too.  Checking one is a Struct.unpack that picks
 # those bytes and a tuple comparison, in C.  Keyed by the block's length; a different
 # shape replaces the template.
 _templates: dict[int, tuple] = {}
@@ -175,12 +151,15 @@ def _walk_properties(p: bytes) -> int:
             if not flags & flag:
                 continue
             if kind == "s":
-                offs.append(pos)
-                pos += p[pos] + 1
+                n = pos + 1 + p[pos]
+                # content-type and -encoding are repeated too, and they join the flags
+                # with the headers in one run; the others (ids) are unique
+                offs += range(pos, n) if flag & _STABLE else (pos,)
+                pos = n
             elif kind == "F":
                 offs += range(pos, pos + 4)
                 stop = pos + 4 + _u32(p, pos)[0]
-                if stop > len(p) or _rtable(p, pos + 4, stop, 1, offs) != stop:
+                if stop > len(p) or _walk(p, pos + 4, stop, 1, offs, True) != stop:
                     raise _Bad
                 pos = stop
             elif kind == "o":
@@ -227,16 +206,21 @@ def _template(offs: list, size: int):
     return struct.Struct("".join(fmt)).unpack
 
 
-def _rtable(d: bytes, pos: int, end: int, depth: int, offs: list) -> int:
-    """Walk a table's entries from ``pos`` to ``end``; the end reached (which the caller
-    compares with ``end``).  Records in ``offs`` the offsets of the bytes that steer the
-    parse.  Raises _Bad, IndexError or struct.error for a malformed one."""
-    size = _SIZE
-    add = offs.append
+def _walk(d: bytes, pos: int, end: int, depth: int, offs: list, keyed: bool) -> int:
+    """Walk a table's (``keyed``) or an array's entries from ``pos`` to ``end``; the end
+    reached (which the caller compares with ``end``).  Records in ``offs`` the offsets of
+    the bytes that steer the parse, and of the field names: publishers repeat those too,
+    and they join the runs of steering bytes around them, so a template has fewer, longer
+    items (cheaper to compare).  Raises _Bad, IndexError or struct.error for a malformed
+    one."""
+    size = TAG_SIZE
     while pos < end:
-        add(pos)
-        pos += d[pos] + 1
-        add(pos)
+        if keyed:  # name length, name and tag
+            n = pos + 1 + d[pos]
+            offs += range(pos, n + 1)
+            pos = n
+        else:
+            offs.append(pos)
         s = size[d[pos]]
         if s > 0:
             pos += s
@@ -248,29 +232,7 @@ def _rtable(d: bytes, pos: int, end: int, depth: int, offs: list) -> int:
             raise _Bad
         else:
             stop = pos + 5 + _u32(d, pos + 1)[0]
-            if (_rtable if s == -2 else _rarray)(d, pos + 5, stop, depth + 1, offs) != stop:
-                raise _Bad
-            pos = stop
-    return pos
-
-
-def _rarray(d: bytes, pos: int, end: int, depth: int, offs: list) -> int:
-    size = _SIZE
-    add = offs.append
-    while pos < end:
-        add(pos)
-        s = size[d[pos]]
-        if s > 0:
-            pos += s
-            continue
-        offs += range(pos + 1, pos + 5)
-        if s == -1:
-            pos += 5 + _u32(d, pos + 1)[0]
-        elif s == 0 or depth >= MAX_DEPTH:
-            raise _Bad
-        else:
-            stop = pos + 5 + _u32(d, pos + 1)[0]
-            if (_rtable if s == -2 else _rarray)(d, pos + 5, stop, depth + 1, offs) != stop:
+            if _walk(d, pos + 5, stop, depth + 1, offs, s == -2) != stop:
                 raise _Bad
             pos = stop
     return pos

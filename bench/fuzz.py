@@ -1,8 +1,9 @@
 """A fuzzing campaign against a real broker process (issue 8, item 8).
 
-    python bench/fuzz.py --frames 1000000 --connections 100 --out fuzz-out
-    python bench/fuzz.py --replay fuzz-out/samples.jsonl \
-        --url amqp://guest:guest@127.0.0.1:5672/ --limit 1000 --out fuzz-out
+    python bench/fuzz.py --out fuzz-out/run1m            # 1M frames, 100 connections
+    python bench/fuzz.py --minimize fuzz-out/run1m/samples.jsonl   # -> minimized.jsonl
+    python bench/fuzz.py --replay fuzz-out/run1m/minimized.jsonl \
+        --url amqp://guest:guest@127.0.0.1:5672/ --limit 1000 --ours
 
 Starts ``python -m amqpbroker serve --port 0`` (SQLite store in a temporary directory) from
 the current directory, then keeps ``--connections`` fuzzing sessions running until
@@ -13,120 +14,23 @@ and consumes them throughout.  If the broker exits it is counted and restarted o
 data directory and port.  Writes to ``--out``: summary.json, summary.txt (closes by code,
 541s, broker exits, distinct traceback sites in the broker's log, canary figures) and
 samples.jsonl (the client bytes that led to each sampled close, with the code).
-``--replay`` sends samples to another broker (the reference RabbitMQ) and compares codes.
+``--replay`` sends samples to another broker (the reference RabbitMQ) and compares codes;
+``--ours`` sends them to our broker too.  --minimize and --replay write next to their input.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
-import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fuzz_broker import BrokerProcess, traceback_sites, write_report  # noqa: E402
 from fuzz_canary import Canary  # noqa: E402
 from fuzz_gen import Pools, close_frames, handshake, setup_frames  # noqa: E402
 from fuzz_session import Sampler, Stats, session  # noqa: E402
-
-
-class BrokerProcess:
-    """Our broker, restarted on the same data directory and port if it exits."""
-
-    def __init__(self, out: str):
-        self.data = tempfile.mkdtemp(prefix="fuzz-data-")
-        self.log_path = os.path.join(out, "broker.log")
-        self.log = open(self.log_path, "wb")
-        self.port = 0
-        self.exits: list[dict] = []
-        self.proc = None
-
-    def start(self) -> None:
-        self.log.flush()
-        offset = os.path.getsize(self.log_path)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "amqpbroker", "serve", "--host", "127.0.0.1", "--port",
-             str(self.port), "--data-dir", self.data, "--log-level", "info"],
-            stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + 30
-        pattern = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
-        while time.monotonic() < deadline:
-            with open(self.log_path, "rb") as f:
-                f.seek(offset)
-                found = pattern.findall(f.read())
-            if found:
-                self.port = int(found[-1])
-                return
-            if self.proc.poll() is not None:
-                raise SystemExit(f"broker exited at start, see {self.log_path}")
-            time.sleep(0.05)
-        raise SystemExit("broker did not start")
-
-    async def watch(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await asyncio.sleep(0.2)
-            if self.proc.poll() is not None and not stop.is_set():
-                self.exits.append({"returncode": self.proc.returncode, "at": time.time()})
-                print(f"broker exited ({self.proc.returncode}); restarting", flush=True)
-                await asyncio.to_thread(self.start)
-
-    def target(self) -> tuple[str, int]:
-        return "127.0.0.1", self.port
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
-        shutil.rmtree(self.data, ignore_errors=True)
-
-
-def traceback_sites(log_path: str) -> list[dict]:
-    """Distinct tracebacks in the broker's log: (innermost amqpbroker frame, exception) of
-    the last traceback of each chain ("During handling of the above exception ...")."""
-    sites: dict[tuple, dict] = {}
-    lines = open(log_path, "rb").read().decode("utf-8", "replace").splitlines()
-    i = 0
-    while i < len(lines):
-        if not lines[i].startswith("Traceback (most recent call last):"):
-            i += 1
-            continue
-        heading = lines[i - 1] if i else ""
-        while True:   # one chain
-            frames, j = [], i + 1
-            while j < len(lines) and lines[j].startswith("  "):
-                m = re.match(r'\s+File "(.+)", line (\d+), in (\S+)', lines[j])
-                if m:
-                    frames.append(m.groups())
-                j += 1
-            exc = lines[j] if j < len(lines) else "?"
-            k = j + 1
-            while k < len(lines) and not lines[k].strip():
-                k += 1
-            if k < len(lines) and lines[k].startswith(("During handling", "The above")):
-                i = k + 2 if k + 2 < len(lines) else k + 1
-                while i < len(lines) and not lines[i].startswith("Traceback"):
-                    i += 1
-                if i < len(lines):
-                    continue
-            break
-        ours = [f for f in frames if "amqpbroker" in f[0]] or frames or [("?", "0", "?")]
-        path, line, func = ours[-1]
-        key = (os.path.basename(path), line, func, exc.split(":")[0])
-        rec = sites.setdefault(key, {"site": f"{os.path.basename(path)}:{line} {func}",
-                                     "exception": exc[:300], "count": 0,
-                                     "logged": re.sub(r"^\S+ \S+ ", "", heading)[:200]})
-        rec["count"] += 1
-        i = j + 1
-    return sorted(sites.values(), key=lambda r: -r["count"])
 
 
 async def setup(target) -> None:
@@ -203,12 +107,7 @@ async def _campaign(args, broker: BrokerProcess) -> dict:
         "settings": {"connections": args.connections, "p_bad": args.p_bad,
                      "seed": args.seed, "target_frames": args.frames},
     }
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    text = human(summary)
-    with open(os.path.join(args.out, "summary.txt"), "w") as f:
-        f.write(text)
-    print(text)
+    write_report(args.out, "summary", summary, human(summary))
     return summary
 
 
@@ -243,14 +142,20 @@ def main(argv=None) -> int:
                    help="share of mutated units among the frames sent (default 0.03)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--canary-rate", type=float, default=50.0, help="messages per second")
-    p.add_argument("--out", default="fuzz-out")
+    p.add_argument("--out", help="default: fuzz-out for a campaign, the input's directory "
+                                  "for --minimize and --replay")
     p.add_argument("--replay", help="samples.jsonl to replay against --url")
     p.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672/")
     p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--ours", action="store_true",
+                   help="with --replay: the same bytes against our broker too, compared")
     p.add_argument("--minimize", help="samples.jsonl to cut down in-process (see "
                                       "fuzz_minimize.py): minimized.jsonl, sites.txt")
     p.add_argument("--minimize-seconds", type=float, default=300.0)
     args = p.parse_args(argv)
+    if args.out is None:   # a minimization or a replay lands next to what it read
+        given = args.minimize or args.replay
+        args.out = os.path.dirname(given) or "." if given else "fuzz-out"
     if args.minimize:
         from fuzz_minimize import run
         run(args)

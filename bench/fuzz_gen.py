@@ -8,49 +8,18 @@ pools and joins bytes.  Bytes are built by hand, so anything can be sent.
 """
 from __future__ import annotations
 
+import os
 import random
 import struct
+import sys
 
-u8, u16, u32, u64 = (struct.Struct(f">{c}").pack for c in "BHIQ")
-_hdr = struct.Struct(">BHI")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.amqp_bytes import (BAD_TAGS, BAD_UTF8, HUGE, PROTOCOL_HEADER,  # noqa: E402,F401
+                              SHORTSTR_PROPS, deep, frame, ls, method, props_block, publish,
+                              ss, table, u8, u16, u32, u64)
 
-PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 CONNECTION_CLOSE, CONNECTION_CLOSE_OK = b"\x00\x0a\x00\x32", b"\x00\x0a\x00\x33"
 CHANNEL_CLOSE = b"\x00\x14\x00\x28"
-
-
-def ss(b: bytes) -> bytes:
-    return bytes((len(b) & 0xFF,)) + b[:255]
-
-
-def ls(b: bytes) -> bytes:
-    return u32(len(b)) + b
-
-
-def frame(ftype: int, channel: int, payload: bytes) -> bytes:
-    return _hdr.pack(ftype, channel, len(payload)) + payload + b"\xce"
-
-
-def method(channel: int, cls: int, mid: int, args: bytes = b"") -> bytes:
-    return frame(1, channel, u16(cls) + u16(mid) + args)
-
-
-def table(items) -> bytes:
-    return ls(b"".join(ss(k) + v for k, v in items))
-
-
-def props_block(parts: dict[int, bytes]) -> bytes:
-    flags = 0
-    for bit in parts:
-        flags |= bit
-    return u16(flags) + b"".join(parts[b] for b in sorted(parts, reverse=True))
-
-
-def publish(channel: int, exchange: bytes, rk: bytes, props: bytes, body: bytes,
-            bits: int = 0) -> bytes:
-    out = method(channel, 60, 40, u16(0) + ss(exchange) + ss(rk) + u8(bits))
-    out += frame(2, channel, u16(60) + u16(0) + u64(len(body)) + props)
-    return out + (frame(3, channel, body) if body else b"")
 
 
 def start_ok(user: bytes = b"guest", password: bytes = b"guest") -> bytes:
@@ -162,9 +131,6 @@ def rtable(r: random.Random, depth: int = 0) -> bytes:
     return table([(rkey(r), value(r, depth)) for _ in range(r.randint(0, 4))])
 
 
-SHORTSTR_PROPS = [0x8000, 0x4000, 0x0400, 0x0200, 0x0080, 0x0020, 0x0008, 0x0004]
-
-
 def rprops(r: random.Random) -> bytes:
     parts = {0x1000: r.choice([b"\x01", b"\x02", b"\x02"])}
     for bit in r.sample(SHORTSTR_PROPS, r.randint(0, 3)):
@@ -186,9 +152,6 @@ def rprops(r: random.Random) -> bytes:
 
 # ---------------------------------------------------------------------- mutations
 
-BAD_TAGS = b"ZzaCcEeGgHhjJkKLmMnNoOpPqQrRvwWXyY\x00\xff"
-BAD_UTF8 = [b"\xff", b"\xc3(", b"\xed\xa0\x80", b"\xe2\x82", b"\xf4\x90\x80\x80", b"\x80abc"]
-HUGE = [2**64 - 1, 2**63, 253402300800, 10**15]
 ODD_NAMES = [n.encode() for n in ("q-\u00e9", "\u961f\u5217", "a*b", "q!$%&()", "t\tab",
                                   "\U0001f600", "a" * 255, " ", "amq.x", "#")] + BAD_UTF8
 
@@ -244,13 +207,6 @@ def frame_fault(r: random.Random, f: bytes) -> bytes:
     if k == 4:
         return f[:1] + u16(r.choice([0, 2, 9, 2047, 65535])) + f[3:]
     return f + r.randbytes(r.randint(1, 8))
-
-
-def deep(depth: int, kind: bytes) -> bytes:
-    v = b"V"
-    for _ in range(depth):
-        v = b"F" + table([(b"k", v)]) if kind == b"F" else b"A" + ls(v)
-    return v
 
 
 def bad_props(r: random.Random) -> bytes:

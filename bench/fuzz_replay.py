@@ -5,16 +5,17 @@ Samples are taken round-robin over our (kind, code) pairs, so that rare codes ar
 represented.  The shared ``fz.*`` entities are declared first (as the campaign did) and
 deleted afterwards, and so is every queue and exchange a sample declared (most are
 exclusive or expire by themselves: nothing should linger on a shared RabbitMQ).
-Writes replay.json and replay.txt to ``--out``.
+Writes replay.json and replay.txt to ``--out``.  ``--ours`` replays the same bytes
+against our broker too and compares the two live answers.
 """
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections import Counter, defaultdict
 from urllib.parse import unquote, urlparse
 
+from fuzz_broker import BrokerProcess, traceback_sites, write_report
 from fuzz_gen import SHARED, close_frames, handshake, method, setup_frames, split_frames, \
     ss, teardown_frames, u16, u32
 from fuzz_session import CHANNEL_CLOSE, CONNECTION_CLOSE, Reader, close_of
@@ -181,30 +182,46 @@ def ours(sample: dict) -> str:
     return "eof" if sample["kind"] == "eof" else f"{sample['kind']} {sample['code']}"
 
 
+def reason(r: dict) -> str:
+    """Why our first close differs from RabbitMQ's, by what each answered."""
+    o, t, text = r["ours"], r["theirs"], r["ours_text"]
+    if t.endswith(" 541"):
+        return "RabbitMQ 541 INTERNAL_ERROR where we answer a precise code"
+    if "nested deeper" in text:
+        return "our nesting limit (64 levels; RabbitMQ has none)"
+    if t == "eof" and o.startswith("connection 50"):
+        return "RabbitMQ drops the socket (its parser fails) where we answer a precise code"
+    if "none" in (o, t):
+        return "timing: no close within 1.5 s on one side"
+    return f"other ({o} vs {t})"
+
+
 def report(results: list[dict]) -> str:
     same = sum(r["ours"] == r["theirs"] for r in results)
-    pairs = Counter((r["ours"], r["theirs"]) for r in results if r["ours"] != r["theirs"])
+    diff = [r for r in results if r["ours"] != r["theirs"]]
     lines = [f"replayed {len(results)} samples: same first close {same}, different "
-             f"{len(results) - same}", "", "ours -> theirs (count): our text | their text"]
-    shortest = {}
-    for r in results:
-        key = (r["ours"], r["theirs"])
-        if r["ours"] != r["theirs"] and (key not in shortest or r["bytes"] <
-                                         shortest[key]["bytes"]):
-            shortest[key] = r
-    for (ours, theirs), n in pairs.most_common():
-        ex = shortest[(ours, theirs)]
-        lines.append(f"  {ours:16} -> {theirs:16} {n:5}: {ex['ours_text'][:80]} | "
-                     f"{ex['theirs_text'][:80]}")
+             f"{len(diff)}"]
+    if results and "recorded" in results[0]:
+        kept = sum(r["ours"] == r["recorded"] for r in results)
+        lines.append(f"our broker over a socket gives the in-process code {kept} times "
+                     f"of {len(results)}")
+    lines += ["", "different, by reason (count): ours -> theirs, shortest example's texts"]
+    by_reason: dict[str, list] = defaultdict(list)
+    for r in diff:
+        by_reason[reason(r)].append(r)
+    for why, rs in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
+        lines.append(f"  {len(rs):5}  {why}")
+        for (o, t), n in Counter((r["ours"], r["theirs"]) for r in rs).most_common():
+            ex = min((r for r in rs if (r["ours"], r["theirs"]) == (o, t)),
+                     key=lambda r: r["bytes"])
+            lines.append(f"         {n:5} {o:16} -> {t:16} {ex['ours_text'][:70]} | "
+                         f"{ex['theirs_text'][:60]}")
     agree = Counter(r["ours"] for r in results if r["ours"] == r["theirs"])
     lines += ["", "same: " + ", ".join(f"{k} {n}" for k, n in agree.most_common())]
     return "\n".join(lines) + "\n"
 
 
-async def replay(args) -> None:
-    target = parse_url(args.url)
-    samples = [json.loads(line) for line in open(args.replay)]
-    chosen = pick(samples, args.limit)
+async def replay_on(target, chosen: list[dict]) -> list[dict]:
     sem = asyncio.Semaphore(16)
 
     async def one(s, n):
@@ -217,13 +234,31 @@ async def replay(args) -> None:
         queues |= q
         exchanges |= x
     await cleanup(target, queues, exchanges)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "replay.json"), "w") as f:
-        json.dump(results, f, indent=0)
+    return list(results)
+
+
+async def replay(args) -> None:
+    """The chosen samples against ``--url``; with ``--ours``, the same bytes against our
+    broker too (a process started for it), whose live codes are then the ones compared
+    (the in-process code of the minimizer is kept as ``recorded``)."""
+    target = parse_url(args.url)
+    chosen = pick([json.loads(line) for line in open(args.replay)], args.limit)
+    results = await replay_on(target, chosen)
+    extra = {}
+    if args.ours:
+        broker = BrokerProcess(args.out)
+        broker.start()
+        try:
+            mine = await replay_on(("127.0.0.1", broker.port) + target[2:], chosen)
+        finally:
+            broker.stop()
+        for r, m in zip(results, mine):
+            r.update(recorded=r["ours"], ours=m["theirs"], ours_text=m["theirs_text"])
+        extra["our_tracebacks"] = traceback_sites(broker.log_path)
     text = report(results)
-    with open(os.path.join(args.out, "replay.txt"), "w") as f:
-        f.write(text)
-    print(text)
+    if args.ours:
+        text += f"tracebacks in our broker's log: {len(extra['our_tracebacks'])}\n"
+    write_report(args.out, "replay", {"results": results, **extra}, text)
 
 
 if __name__ == "__main__":   # python bench/fuzz_replay.py is bench/fuzz.py --replay

@@ -159,6 +159,12 @@ FRAME_FAULTS = {
                           'UNEXPECTED_FRAME - type 3, all octets = <<"abc">>'),
     "body without header": (frame(3, 1, b"abc"), 505, "UNEXPECTED_FRAME - expected method "
                             "frame, got non method frame instead"),
+    # fuzz replay: content on a channel never opened is the assembler's 505, not 504
+    "header on a channel not open": (frame(2, 7, struct.pack(">HHQ", 60, 0, 1) + b"\x00\x00"),
+                                     505, "UNEXPECTED_FRAME - expected method frame, got non "
+                                     "method frame instead"),
+    "body on a channel not open": (frame(3, 65535, b"abc"), 505, "UNEXPECTED_FRAME - expected "
+                                   "method frame, got non method frame instead"),
     "bad frame end": (struct.pack(">BHI", 1, 1, 4) + b"\x00\x3c\x00\x0a\x00", 501,
                       "FRAME_ERROR - type 1, all octets = <<0,60,0,10>>: "
                       "{invalid_frame_end_marker,0}"),

@@ -9,48 +9,9 @@ import struct
 
 from hypothesis import strategies as st
 
-# ---------------------------------------------------------------------- encoders
-
-u8, u16, u32, u64 = (struct.Struct(f">{c}").pack for c in "BHIQ")
-
-
-def ss(b: bytes) -> bytes:
-    return bytes((len(b) & 0xFF,)) + b
-
-
-def ls(b: bytes) -> bytes:
-    return u32(len(b)) + b
-
-
-def frame(ftype: int, channel: int, payload: bytes) -> bytes:
-    return struct.pack(">BHI", ftype, channel, len(payload)) + payload + b"\xce"
-
-
-def method(channel: int, cls: int, mid: int, args: bytes = b"") -> bytes:
-    return frame(1, channel, u16(cls) + u16(mid) + args)
-
-
-def header(channel: int, props: bytes, size: int, cls: int = 60) -> bytes:
-    return frame(2, channel, u16(cls) + u16(0) + u64(size) + props)
-
-
-def publish(channel: int, exchange: bytes, rk: bytes, props: bytes, body: bytes,
-            bits: int = 0) -> bytes:
-    out = method(channel, 60, 40, u16(0) + ss(exchange) + ss(rk) + u8(bits))
-    out += header(channel, props, len(body))
-    return out + (frame(3, channel, body) if body else b"")
-
-
-def table(items: list[tuple[bytes, bytes]]) -> bytes:
-    return ls(b"".join(ss(k) + v for k, v in items))
-
-
-def props_block(parts: dict[int, bytes]) -> bytes:
-    flags = 0
-    for bit in parts:
-        flags |= bit
-    return u16(flags) + b"".join(parts[b] for b in sorted(parts, reverse=True))
-
+from tests.amqp_bytes import (BAD_TAGS, BAD_UTF8, HUGE, SHORTSTR_PROPS,  # noqa: F401
+                              deep, frame, header, ls, method, props_block, publish, ss,
+                              table, u8, u16, u32, u64)
 
 # ---------------------------------------------------------------------- valid values
 
@@ -81,7 +42,6 @@ values = st.recursive(scalars, lambda inner: st.one_of(
     max_leaves=12)
 tables = st.lists(st.tuples(keys, values), max_size=6).map(table)
 
-SHORTSTR_PROPS = [0x8000, 0x4000, 0x0400, 0x0200, 0x0080, 0x0020, 0x0008, 0x0004]
 valid_parts = st.fixed_dictionaries({}, optional={
     **{bit: text.map(ss) for bit in SHORTSTR_PROPS},
     0x2000: tables,
@@ -96,9 +56,6 @@ valid_props = valid_parts.map(props_block)
 
 # ---------------------------------------------------------------------- mutations
 
-BAD_TAGS = b"ZzaCcEeGgHhjJkKLmMnNoOpPqQrRvwWXyY\x00\xff"
-BAD_UTF8 = [b"\xff", b"\xc3(", b"\xed\xa0\x80", b"\xe2\x82", b"\xf4\x90\x80\x80", b"\x80abc"]
-HUGE = [2**64 - 1, 2**63, 2**63 - 1, 253402300800, 10**15]
 
 
 def _mutate(data: bytes, ops: list[tuple[int, int, int]]) -> bytes:
@@ -122,13 +79,6 @@ def _mutate(data: bytes, ops: list[tuple[int, int, int]]) -> bytes:
 
 mutations = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2**16), st.integers(0, 255)),
                      min_size=1, max_size=3)
-
-
-def deep(depth: int, kind: str) -> bytes:
-    v = b"V"
-    for _ in range(depth):
-        v = b"F" + table([(b"k", v)]) if kind == "F" else b"A" + ls(v)
-    return v
 
 
 structural_props = st.one_of(

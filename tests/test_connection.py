@@ -260,10 +260,17 @@ def test_method_on_unopened_channel_504():
     assert_conn_close(frames, 504, "CHANNEL_ERROR - expected 'channel.open'")
 
 
-def test_content_on_unopened_channel_504():
+def test_content_on_unopened_channel_505_as_rabbitmq():
+    # RabbitMQ 3.10 (fuzz replay): its command assembler sees a content frame with no
+    # method before it, before anything asks whether the channel is open
     c = connected(channel=None)
     frames = c.rpc(3, pheader.ContentHeader(0, 0, C.Basic.Properties()))
-    assert_conn_close(frames, 504)
+    assert_conn_close(frames, 505, "UNEXPECTED_FRAME - expected method frame, got non "
+                                   "method frame instead")
+    c = connected(channel=None)
+    frames = c.rpc(65535, pbody.ContentBody(b"x"))
+    assert_conn_close(frames, 505, "UNEXPECTED_FRAME - expected method frame, got non "
+                                   "method frame instead")
 
 
 def test_second_channel_open_504():
