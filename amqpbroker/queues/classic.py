@@ -18,8 +18,8 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 
-from . import errors
-from .message import Message, shortstr
+from .. import errors
+from ..message import Message, shortstr
 
 log = logging.getLogger("amqpbroker.queues")
 
