@@ -258,8 +258,7 @@ class VirtualHost:
                 name = self.new_queue_name()
             # exclusive queues are transient whatever `durable` says
             q = self._new_queue(name, durable and not exclusive, owner if exclusive else None,
-                                auto_delete, arguments, args, now)
-            q.arg_types = arg_types
+                                auto_delete, arguments, args, now, arg_types)
             if q.durable:
                 self.store.put_queue(QueueDef(self.name, name, auto_delete, arguments,
                                               arg_types))
@@ -286,12 +285,12 @@ class VirtualHost:
         q.touch(now)  # a redeclare renews the x-expires lease
         return q
 
-    def _new_queue(self, name, durable, owner, auto_delete, arguments, args,
-                   now) -> QueueType:
+    def _new_queue(self, name, durable, owner, auto_delete, arguments, args, now,
+                   arg_types) -> QueueType:
         """Through the queue-type registry, by ``x-queue-type``."""
         q = kind_of(args).factory(name, durable, owner, auto_delete, arguments, args,
                                   self.dead_letter, self._schedule, now, self.store,
-                                  self.name)
+                                  self.name, arg_types)
         self.queues[name] = q
         return q
 
@@ -326,8 +325,8 @@ class VirtualHost:
                 args = QueueArgs.parse(d.name, self.name, d.arguments)
             except errors.AMQPError:
                 args = QueueArgs()
-            q = self._new_queue(d.name, True, None, d.auto_delete, d.arguments, args, now)
-            q.arg_types = d.arg_types
+            q = self._new_queue(d.name, True, None, d.auto_delete, d.arguments, args, now,
+                                d.arg_types)
             q.touch(now)
         for d in recovered.bindings:
             if d.vhost != self.name:

@@ -10,7 +10,7 @@ changes and ``dispatch`` when demand returns.  Deliveries go out through the con
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:
     from .args import QueueArgs
@@ -55,6 +55,7 @@ class Delivery(Protocol):
     delivery_count: int       # > 0: an x-delivery-count header to add (delivery limit)
 
 
+@runtime_checkable
 class DeliverySink(Protocol):
     """What a queue delivers to: the channel.  ``deliver`` records the delivery (unless the
     consumer is no-ack: the queue has settled it already) and writes Basic.Deliver;
@@ -67,6 +68,7 @@ class DeliverySink(Protocol):
     def cancelled(self, consumer) -> None: ...
 
 
+@runtime_checkable
 class QueueType(Protocol):
     # the declaration, read by the vhost and the channel (never written outside queues/)
     name: str
@@ -136,7 +138,10 @@ class QueueKind:
     """A registry entry: an ``x-queue-type`` value and how to make such a queue.
 
     ``factory(name, durable, exclusive_owner, auto_delete, arguments, args, dead_letter,
-    schedule, now, store, vhost) -> QueueType``; ``check_declare(name, durable, exclusive,
+    schedule, now, store, vhost, arg_types) -> QueueType``: ``dead_letter(queue, msg,
+    reason)`` republishes a message that died (the vhost's), ``schedule(queue, deadline)``
+    asks for an ``on_timer`` call then, ``store`` keeps the persistent messages of a durable
+    queue; ``check_declare(name, durable, exclusive,
     where)`` raises PreconditionFailed for declarations the type refuses."""
 
     name: str

@@ -36,13 +36,14 @@ class Queue:
     def __init__(self, name: str, durable: bool = False, exclusive_owner=None,
                  auto_delete: bool = False, arguments: dict | None = None,
                  args: QueueArgs | None = None, dead_letter=_no_dead_letters,
-                 schedule=None, now: float = 0.0, store=None, vhost: str = "/"):
+                 schedule=None, now: float = 0.0, store=None, vhost: str = "/",
+                 arg_types: dict | None = None):
         self.name = name
         self.durable = durable
         self.exclusive_owner = exclusive_owner   # the owning connection, or None
         self.auto_delete = auto_delete
         self.arguments = arguments or {}
-        self.arg_types: dict[str, str] = {}    # wire types of the arguments, for texts
+        self.arg_types: dict[str, str] = arg_types or {}  # the arguments' wire types
         self.args = args or QueueArgs()
         self.dead_letter = dead_letter           # (queue, msg, reason) -> None
         self.schedule = schedule                 # (queue, deadline) -> None: wake me then
