@@ -33,6 +33,9 @@ def _no_dead_letters(queue, msg, reason) -> None:
 
 
 class Queue:
+    """The classic queue: a QueueType (base.py), made by the registry for "classic" and,
+    until replicated queues exist, "quorum"."""
+
     def __init__(self, name: str, durable: bool = False, exclusive_owner=None,
                  auto_delete: bool = False, arguments: dict | None = None,
                  args: QueueArgs | None = None, dead_letter=_no_dead_letters,
