@@ -106,7 +106,8 @@ class Broker:
         overhead = self.MESSAGE_OVERHEAD
         for vh in self.vhosts.values():
             for q in vh.queues.values():
-                total += q.ready_bytes + (len(q.ready) + q.unacked_count) * overhead
+                st = q.stats()
+                total += st.message_bytes + (st.messages + st.unacked) * overhead
         return total
 
     def set_memory_alarm(self, on: bool) -> None:

@@ -13,8 +13,8 @@ A ticket says when a queue's copy of a message is safe:
 - a ``list`` of these: a message routed to several queues (``join``).
 
 ``REFUSED`` (``False``) is a queue's refusal (``reject-publish`` overflow): a nack.  Every
-accepted ticket is truthy and a refusal falsy, so ``if not q.offer(msg, now)`` reads as
-it did when offer returned a bool.  An int ticket belongs to the vhost's store; a queue
+accepted ticket is truthy and a refusal falsy: ``if not q.accept(msg, now)`` is a
+refusal.  An int ticket belongs to the vhost's store; a queue
 type with storage of its own reports through ``Pending``.
 
 Confirms go out in publish order (a message waiting for the store holds back the ones

@@ -1,6 +1,6 @@
 """Consumers and delivery: Basic.Qos/Consume/Cancel/Get/Recover, delivery tags, the
 unacked table and its settlement (ack, nack, reject), redispatch.  The channel is the
-queues' delivery sink (``can_deliver``, ``deliver``, ``server_cancel``).  A mixin of
+queues' delivery sink (``can_deliver``, ``deliver``, ``cancelled``: queues/base.py).  A mixin of
 ``channel.Channel``."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from . import errors, framing
 from . import methods as M
 from .framing import Settle
 from .message import set_headers, v_long
-from .queues import Consumer, Queue
+from .queues import ACK, REJECT, REQUEUE, Consumer, QueueType
 from .vhost import REPLY_TO
 
 
@@ -29,18 +29,17 @@ class Delivery:
         return self.flow and not self.closing and not self.conn.output_blocked and (
             not self.global_prefetch or len(self.unacked) < self.global_prefetch)
 
-    def deliver(self, consumer: Consumer, queue: Queue, qm) -> None:
+    def deliver(self, consumer: Consumer, queue: QueueType, qm) -> None:
+        """``qm``: the queue's delivery (msg, redelivered, delivery_count); a no-ack
+        consumer's is settled already."""
         tag = self.next_tag
         self.next_tag = tag + 1
-        if consumer.no_ack:
-            queue.settled(qm)
-        else:
-            self.unacked[tag] = (qm, queue, consumer)
-            consumer.unacked += 1
+        if not consumer.no_ack:
+            self.unacked[tag] = (qm, queue)
         msg = qm.msg
-        if qm.returns and queue.args.delivery_limit is not None:
+        if qm.delivery_count:
             self.conn.send(framing.deliver(self.number, consumer.tag, tag, qm.redelivered,
-                                           msg.exchange, msg.routing_key, _props(queue, qm),
+                                           msg.exchange, msg.routing_key, _props(qm),
                                            msg.body, self.conn.frame_max))
             return
         route_ss, header = msg.wire() if msg.header is None else (msg.route_ss, msg.header)
@@ -69,27 +68,16 @@ class Delivery:
         if self.tx is not None:
             self.tx.append((m, entries))  # applied at commit, restored on rollback
             return
-        touched: dict[int, Queue] = {}
+        touched: dict[int, QueueType] = {}
         self._apply_settle(m, entries, touched)
         self._redispatch(touched)
 
     def _apply_settle(self, m: Settle, entries: list, touched: dict) -> None:
-        ack = m.index == framing.BASIC_ACK
-        requeue = not ack and m.requeue
-        for _tag, (qm, queue, consumer) in entries:
-            if consumer is not None:
-                consumer.unacked -= 1
-            if queue.deleted:
-                continue
-            if ack:
-                queue.settled(qm)
-            elif requeue:
-                queue.requeue(qm)
-            else:
-                queue.reject(qm)
-            touched[id(queue)] = queue
+        """Settle (tag, (delivery, queue)) entries, one batch per queue."""
+        outcome = ACK if m.index == framing.BASIC_ACK else REQUEUE if m.requeue else REJECT
+        _settle_batches(entries, outcome, touched)
 
-    def _redispatch(self, touched: dict[int, Queue] | None = None) -> None:
+    def _redispatch(self, touched: dict[int, QueueType] | None = None) -> None:
         touched = touched if touched is not None else {}
         for c in self.consumers.values():
             touched[id(c.queue)] = c.queue
@@ -104,22 +92,16 @@ class Delivery:
         if self.tx:  # acks buffered in an uncommitted transaction: still unacked
             entries += [e for item in self.tx if len(item) == 2 for _t, e in item[1]]
             self.tx = [item for item in self.tx if len(item) == 3]
-        touched: dict[int, Queue] = {}
-        for qm, queue, consumer in reversed(entries):
-            if consumer is not None:
-                consumer.unacked -= 1
-            if not queue.deleted:
-                queue.requeue(qm)
-                touched[id(queue)] = queue
+        touched: dict[int, QueueType] = {}
+        _settle_batches([(None, e) for e in reversed(entries)], REQUEUE, touched)
         return touched
 
     def _remove_consumer(self, c: Consumer) -> None:
         q = c.queue
-        q.remove_consumer(c, self.vhost.clock())
-        if q.auto_delete and not q.consumers and not q.deleted:
+        if q.remove_consumer(c, self.vhost.clock()):  # the last of an auto-delete queue
             self.vhost.delete_queue(q)
 
-    def server_cancel(self, c: Consumer) -> None:
+    def cancelled(self, c: Consumer) -> None:
         """The consumer's queue was deleted: forget it, tell clients that understand."""
         if self.consumers.pop(c.tag, None) is not None and not self.closing and \
                 self.conn.client_caps.get("consumer_cancel_notify"):
@@ -152,20 +134,16 @@ class Delivery:
         tag = m.consumer_tag or _ctag()
         if tag in self.consumers:
             raise errors.NotAllowed(f"attempt to reuse consumer tag '{tag}'", 60, 20)
-        if (m.exclusive and q.consumers) or any(c.exclusive for c in q.consumers):
-            raise errors.AccessRefused(
-                f"queue '{name}' in vhost '{self.vhost.name}' in exclusive use")
         args = m.arguments or {}
         priority = args.get("x-priority", 0)
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise errors.PreconditionFailed(
                 f"invalid arg 'x-priority' for queue '{name}' in vhost '{self.vhost.name}'")
         c = Consumer(tag, self, q, m.no_ack, m.exclusive, priority, self.prefetch_count, args)
+        q.add_consumer(c, self.vhost.clock())  # 403 when an exclusive consumer is in the way
         self.consumers[tag] = c
         if not m.nowait:
             self.conn.send(M.consume_ok(self.number, tag))  # before any deliver
-        q.add_consumer(c)
-        q.touch(self.vhost.clock())
         q.dispatch(self.vhost.clock())
 
     def _basic_cancel(self, m: C.Basic.Cancel) -> None:
@@ -181,21 +159,18 @@ class Delivery:
         name = self._queue_name(m.queue)
         self.check("read", "queue", name)
         q = self.vhost.get_queue(name, self.conn)
-        now = self.vhost.clock()
-        q.touch(now)
-        qm = q.take(now)
-        if qm is None:
+        got = q.get(self.vhost.clock(), m.no_ack)
+        if got is None:
             self.send_method(M.BASIC_GET_EMPTY)
             return
+        qm, remaining = got
         tag = self.next_tag
         self.next_tag = tag + 1
-        if m.no_ack:
-            q.settled(qm)
-        else:
-            self.unacked[tag] = (qm, q, None)
+        if not m.no_ack:
+            self.unacked[tag] = (qm, q)
         msg = qm.msg
         self.conn.send(framing.get_ok(self.number, tag, qm.redelivered, msg.exchange,
-                                      msg.routing_key, len(q.ready), _props(q, qm), msg.body,
+                                      msg.routing_key, remaining, _props(qm), msg.body,
                                       self.conn.frame_max))
 
     def _basic_recover(self, m) -> None:
@@ -207,9 +182,24 @@ class Delivery:
         self._redispatch(touched)
 
 
-def _props(queue: Queue, qm) -> bytes:
+def _props(qm) -> bytes:
     """The properties to deliver: as received, plus ``x-delivery-count`` on a redelivery
     from a queue with a delivery limit (as quorum queues and LavinMQ do)."""
-    if qm.returns and queue.args.delivery_limit is not None:
-        return set_headers(qm.msg.props, {"x-delivery-count": v_long(qm.returns)})
+    if qm.delivery_count:
+        return set_headers(qm.msg.props, {"x-delivery-count": v_long(qm.delivery_count)})
     return qm.msg.props
+
+
+def _settle_batches(entries, outcome: int, touched: dict) -> None:
+    """(tag, (delivery, queue)) entries, in order, settled as one batch per queue; the
+    queues that may now deliver again go into ``touched``."""
+    batches: dict[int, tuple] = {}
+    for _tag, (qm, queue) in entries:
+        b = batches.get(id(queue))
+        if b is None:
+            batches[id(queue)] = b = (queue, [])
+        b[1].append(qm)
+    for queue, batch in batches.values():
+        queue.settle(batch, outcome)
+        if not queue.deleted:
+            touched[id(queue)] = queue

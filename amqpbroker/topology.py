@@ -84,7 +84,7 @@ class Topology:
         self.last_queue = q.name
         if not m.nowait:
             self.conn.send(M.queue_declare_ok(self.number, q.name, q.message_count,
-                                              len(q.consumers)))
+                                              q.consumer_count))
 
     def _queue_bind(self, m) -> None:
         vh = self.vhost
@@ -126,20 +126,20 @@ class Topology:
         n = 0
         if q is not None:
             vh.check_exclusive(q, self.conn)
-            if m.if_unused and q.consumers:
+            if m.if_unused and q.consumer_count:
                 raise errors.PreconditionFailed(f"queue '{name}' in vhost '{vh.name}' in use")
             if m.if_empty and q.message_count:
                 raise errors.PreconditionFailed(f"queue '{name}' in vhost '{vh.name}' not empty")
             # As RabbitMQ, this channel's own consumers hear basic.cancel after delete-ok
             # (py-amqp/kombu raise ConsumerCancelled if it comes while awaiting delete-ok).
-            own = [c for c in q.consumers if c.channel is self]
+            own = [c for c in self.consumers.values() if c.queue is q]
             for c in own:
-                q.remove_consumer(c)
+                q.remove_consumer(c, vh.clock())
             n = vh.delete_queue(q)
         else:
             own = ()
         if not m.nowait:
             self.conn.send(M.queue_delete_ok(self.number, n))
         for c in own:
-            self.server_cancel(c)
+            self.cancelled(c)
 

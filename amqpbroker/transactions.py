@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 from . import errors
 from . import methods as M
-from .queues import Queue
+from .queues import QueueType
 
 
 class Transactions:
@@ -22,7 +22,7 @@ class Transactions:
         if self.tx is None:
             raise errors.PreconditionFailed("channel is not transactional", 90, 20)
         work, self.tx = self.tx, []
-        touched: dict[int, Queue] = {}
+        touched: dict[int, QueueType] = {}
         store = self.vhost.store
         for item in work:
             if len(item) == 3:

@@ -11,21 +11,12 @@ import time
 from . import errors, values
 from .confirms import REFUSED, SAFE, join
 from .exchanges import TYPES, Binding, Exchange
-from .message import (F_EXPIRATION, F_HEADERS, Message, array_items, set_headers,
-                      split_properties, table_items, v_array, v_decode, v_long, v_str,
-                      v_table, v_timestamp)
-from .queues import Queue, QueueArgs
+from .message import Message
+from .queues import QUEUE_ARGS, QueueArgs, QueueType, kind_of
+from .queues.deadletter import is_cycle, with_death
 from .scheduler import Handle, Scheduler
 from .store import MemoryStore
 from .store.base import BindingDef, ExchangeDef, QueueDef
-
-# The queue arguments RabbitMQ knows, compared on redeclare (unknown ones are neither
-# compared nor validated, as RabbitMQ).
-QUEUE_ARGS = ("x-queue-type", "x-message-ttl", "x-expires", "x-max-length",
-              "x-max-length-bytes", "x-overflow", "x-dead-letter-exchange",
-              "x-dead-letter-routing-key", "x-max-priority", "x-single-active-consumer",
-              "x-delivery-limit", "x-queue-mode", "x-queue-version",
-              "x-dead-letter-strategy", "x-queue-master-locator", "x-queue-leader-locator")
 
 REPLY_TO = "amq.rabbitmq.reply-to"
 
@@ -83,11 +74,12 @@ class VirtualHost:
         self.store = store if store is not None else MemoryStore()
         self.clock = clock                       # monotonic seconds; tests pass their own
         self.exchanges: dict[str, Exchange] = {}
-        self.queues: dict[str, Queue] = {}
+        self.queues: dict[str, QueueType] = {}
         self.reply_to: dict[str, object] = {}    # direct reply-to: token -> channel
         # the broker's (one for every vhost); a vhost made alone gets its own
         self.scheduler = scheduler if scheduler is not None else Scheduler()
-        self._queue_timers: dict[Queue, Handle] = {}  # each queue's call in it
+        # each queue's call in it, and the deadline it is for
+        self._queue_timers: dict[QueueType, tuple[float, Handle]] = {}
         for name, type_ in (("amq.direct", "direct"), ("amq.fanout", "fanout"),
                             ("amq.topic", "topic"), ("amq.headers", "headers"),
                             ("amq.match", "headers")):
@@ -106,14 +98,14 @@ class VirtualHost:
             raise errors.NotFound(f"no exchange '{name}' {self._in()}")
         return ex
 
-    def get_queue(self, name: str, owner=None) -> Queue:
+    def get_queue(self, name: str, owner=None) -> QueueType:
         q = self.queues.get(name)
         if q is None:
             raise errors.NotFound(f"no queue '{name}' {self._in()}")
         self.check_exclusive(q, owner)
         return q
 
-    def check_exclusive(self, q: Queue, owner) -> None:
+    def check_exclusive(self, q: QueueType, owner) -> None:
         if q.exclusive_owner is not None and q.exclusive_owner is not owner:
             raise errors.ResourceLocked(
                 f"cannot obtain exclusive access to locked queue '{q.name}' {self._in()}. "
@@ -214,7 +206,7 @@ class VirtualHost:
                 self.store.put_binding(self._binding_def(b))
 
     def _binding_def(self, b: Binding) -> BindingDef:
-        kind = "queue" if isinstance(b.destination, Queue) else "exchange"
+        kind = "exchange" if isinstance(b.destination, Exchange) else "queue"
         return BindingDef(self.name, b.source.name, kind, b.destination.name, b.routing_key,
                           b.arguments)
 
@@ -235,7 +227,7 @@ class VirtualHost:
 
     def declare_queue(self, name: str, passive: bool, durable: bool, exclusive: bool,
                       auto_delete: bool, arguments: dict, owner,
-                      arg_types: dict | None = None) -> Queue:
+                      arg_types: dict | None = None) -> QueueType:
         arg_types = arg_types or {}
         q = self.queues.get(name) if name else None
         now = self.clock()
@@ -250,23 +242,12 @@ class VirtualHost:
                 raise errors.AccessRefused(
                     f"queue name '{name}' contains reserved prefix 'amq.*'")
             args = QueueArgs.parse(name, self.name, arguments, arg_types)
-            if args.queue_type == "quorum":
-                # accepted as a durable classic queue until replicated queues exist
-                if not name:
-                    raise errors.PreconditionFailed(
-                        "Cannot declare a server-named queue for type quorum")
-                if not durable:
-                    raise errors.PreconditionFailed(
-                        f"invalid property 'non-durable' for queue '{name}' {self._in()}")
-                if exclusive:
-                    raise errors.PreconditionFailed(
-                        f"invalid property 'exclusive-owner' for queue '{name}' {self._in()}")
+            kind_of(args).check_declare(name, durable, exclusive, self._in())
             if not name:
                 name = self.new_queue_name()
             # exclusive queues are transient whatever `durable` says
             q = self._new_queue(name, durable and not exclusive, owner if exclusive else None,
-                                auto_delete, arguments, args, now)
-            q.arg_types = arg_types
+                                auto_delete, arguments, args, now, arg_types)
             if q.durable:
                 self.store.put_queue(QueueDef(self.name, name, auto_delete, arguments,
                                               arg_types))
@@ -293,28 +274,27 @@ class VirtualHost:
         q.touch(now)  # a redeclare renews the x-expires lease
         return q
 
-    def _new_queue(self, name, durable, owner, auto_delete, arguments, args, now) -> Queue:
-        q = Queue(name, durable, owner, auto_delete, arguments, args, self.dead_letter,
-                  self._schedule, now, self.store, self.name)
+    def _new_queue(self, name, durable, owner, auto_delete, arguments, args, now,
+                   arg_types) -> QueueType:
+        """Through the queue-type registry, by ``x-queue-type``."""
+        q = kind_of(args).factory(name, durable, owner, auto_delete, arguments, args,
+                                  self.dead_letter, self._schedule, now, self.store,
+                                  self.name, arg_types)
         self.queues[name] = q
         return q
 
-    def delete_queue(self, q: Queue) -> int:
+    def delete_queue(self, q: QueueType) -> int:
         if q.deleted:
             return 0
-        q.deleted = True
         if q.durable:
             self.store.delete_queue(self.name, q.name)  # its messages go with it
-        q.store = None
-        n = q.message_count
         self.queues.pop(q.name, None)
         for b in list(q.bindings):
             self._drop_binding(b)
-        q.purge()
-        for c in list(q.consumers):  # their channels forget them, and may tell the client
-            q.remove_consumer(c)
-            c.channel.server_cancel(c)
-        return n
+        timer = self._queue_timers.pop(q, None)
+        if timer is not None:
+            self.scheduler.cancel(timer[1])
+        return q.delete()
 
     # ------------------------------------------------------------------ recovery
 
@@ -334,8 +314,8 @@ class VirtualHost:
                 args = QueueArgs.parse(d.name, self.name, d.arguments)
             except errors.AMQPError:
                 args = QueueArgs()
-            q = self._new_queue(d.name, True, None, d.auto_delete, d.arguments, args, now)
-            q.arg_types = d.arg_types
+            q = self._new_queue(d.name, True, None, d.auto_delete, d.arguments, args, now,
+                                d.arg_types)
             q.touch(now)
         for d in recovered.bindings:
             if d.vhost != self.name:
@@ -356,7 +336,7 @@ class VirtualHost:
 
     # ------------------------------------------------------------------ publish
 
-    def route(self, exchange: Exchange, msg: Message, keys=None) -> list[Queue]:
+    def route(self, exchange: Exchange, msg: Message, keys=None) -> list[QueueType]:
         """Every queue the message reaches, once each: exchange-to-exchange bindings are
         followed (cycles tolerated), then alternate exchanges for an unroutable message.
         ``keys``: the routing keys (the routing key plus CC and BCC by default)."""
@@ -369,7 +349,7 @@ class VirtualHost:
                 if q is not None:
                     found[id(q)] = q
             return list(found.values())
-        queues: dict[int, Queue] = {}
+        queues: dict[int, QueueType] = {}
         headers = None
         ae_chain: set[int] = set()
         while True:
@@ -384,10 +364,10 @@ class VirtualHost:
                     headers = msg.headers or {}
                 for rk in keys:
                     for dest in ex.route(rk, headers):
-                        if isinstance(dest, Queue):
-                            queues[id(dest)] = dest
-                        else:
+                        if isinstance(dest, Exchange):
                             pending.append(dest)
+                        else:  # a queue, of any type
+                            queues[id(dest)] = dest
             if queues:
                 return list(queues.values())
             # unroutable: try the alternate exchange chain
@@ -400,7 +380,7 @@ class VirtualHost:
                 return []
             exchange = ae
 
-    def publish(self, exchange: Exchange, msg: Message) -> tuple[list[Queue], object]:
+    def publish(self, exchange: Exchange, msg: Message) -> tuple[list[QueueType], object]:
         """Route and enqueue.  Returns the queues routed to and the publish's confirm
         ticket (``confirms``): the queues' tickets joined, or REFUSED when one refused the
         message (``reject-publish`` overflow: the publisher gets a nack)."""
@@ -413,21 +393,20 @@ class VirtualHost:
             queues = self.route(exchange, msg)
         return queues, self._deliver(queues, msg)
 
-    def _deliver(self, queues: list[Queue], msg: Message):
+    def _deliver(self, queues: list[QueueType], msg: Message):
         now = self.clock()
         if len(queues) == 1:  # the usual case, without the bookkeeping
             q = queues[0]
-            ticket = q.offer(msg, now)
+            ticket = q.accept(msg, now)
             if not ticket:
                 return REFUSED
             q.dispatch(now)
-            if q.needs_after_publish or q._expiry:
-                q.after_publish(now)
+            q.after_publish(now)
             return ticket
         ticket = SAFE
         accepted = []
         for q in queues:
-            t = q.offer(msg, now)
+            t = q.accept(msg, now)
             if t:
                 accepted.append(q)
                 if ticket is not REFUSED:
@@ -441,7 +420,7 @@ class VirtualHost:
 
     # ------------------------------------------------------------------ dead letters
 
-    def dead_letter(self, queue: Queue, msg: Message, reason: str) -> None:
+    def dead_letter(self, queue: QueueType, msg: Message, reason: str) -> None:
         """Republish a message that died in ``queue`` to its dead-letter exchange, with the
         x-death history RabbitMQ writes.  Queue deletion and expiry never come here.
 
@@ -455,16 +434,16 @@ class VirtualHost:
         exchange = self.exchanges.get(dlx) if dlx else _DEFAULT_EXCHANGE
         if exchange is None:
             return  # a missing DLX drops the message, as RabbitMQ
-        new, history = self._with_death(queue, msg, reason)
+        new, history = with_death(queue.name, queue.args, msg, reason)
         keys = [queue.args.dlrk] if queue.args.dlrk is not None else msg.routing_keys
         targets = self.route(exchange, new, keys)
         if reason != "rejected":
-            targets = [q for q in targets if not _is_cycle(q.name, history)]
+            targets = [q for q in targets if not is_cycle(q.name, history)]
         now = self.clock()
         accepted = []
         try:
             for q in targets:
-                if q.offer(new, now):
+                if q.accept(new, now):  # a ticket (truthy), not REFUSED
                     accepted.append(q)
         finally:
             # the copies are stored: a failure in delivering them no longer concerns the
@@ -477,88 +456,33 @@ class VirtualHost:
                     log.exception("delivering a dead letter in queue '%s' %s failed",
                                   q.name, self._in())
 
-    def _with_death(self, queue: Queue, msg: Message, reason: str):
-        parts = split_properties(msg.props)
-        headers = table_items(parts[F_HEADERS]) if F_HEADERS in parts else []
-        hmap = dict(headers)
-        deaths = array_items(hmap["x-death"]) if hmap.get("x-death", b"")[:1] == b"A" else []
-        found = None
-        rest = []
-        for d in deaths:
-            items = table_items(d[1:]) if d[:1] == b"F" else []
-            fields = {k: v_decode(v) for k, v in items}
-            if found is None and fields.get("queue") == queue.name and \
-                    fields.get("reason") == reason:
-                count = fields.get("count") or 0
-                found = v_table([(k, v_long(count + 1) if k == "count" else v)
-                                 for k, v in items])
-            else:
-                rest.append(d)
-        if found is None:
-            entry = [("count", v_long(1)), ("reason", v_str(reason)),
-                     ("queue", v_str(queue.name)), ("time", v_timestamp(int(time.time()))),
-                     ("exchange", v_str(msg.exchange)),
-                     ("routing-keys", v_array([v_str(k) for k in
-                                               (msg.routing_key, *msg.cc)]))]
-            if F_EXPIRATION in parts:
-                raw = parts[F_EXPIRATION]
-                entry.insert(0, ("original-expiration", v_str(raw[1:].decode("utf-8", "surrogateescape"))))
-            found = v_table(entry)
-        deaths = [found] + rest
-        changes = {"x-death": v_array(deaths),
-                   "x-last-death-queue": v_str(queue.name),
-                   "x-last-death-reason": v_str(reason),
-                   "x-last-death-exchange": v_str(msg.exchange)}
-        if "x-first-death-queue" not in hmap:
-            changes["x-first-death-queue"] = v_str(queue.name)
-            changes["x-first-death-reason"] = v_str(reason)
-            changes["x-first-death-exchange"] = v_str(msg.exchange)
-        cc = msg.cc
-        if queue.args.dlrk is not None:
-            changes["CC"] = None  # a fixed dead-letter routing key drops CC
-            cc = ()
-        changes["BCC"] = None
-        props = set_headers(msg.props, changes, remove_props=(F_EXPIRATION,), sort_keys=True)
-        history = []
-        for d in deaths:
-            if d[:1] != b"F":
-                continue  # junk in a client-sent x-death: kept as is, not history
-            fields = {k: v_decode(v) for k, v in table_items(d[1:])}
-            history.append((fields.get("queue"), fields.get("reason")))
-        new = msg.with_props(props, exchange=queue.args.dlx,
-                             routing_key=queue.args.dlrk if queue.args.dlrk is not None
-                             else msg.routing_key, cc=cc)
-        return new, history
-
     # ------------------------------------------------------------------ timers
     # A queue's wake-ups (message TTL, x-expires) go through the broker's scheduler: one
-    # call per queue, at its earliest deadline (``queue.scheduled``); an earlier deadline
-    # replaces the call, a later one waits for the queue's own next_deadline().
+    # call per queue, at its earliest deadline (kept in ``_queue_timers``); an earlier
+    # deadline replaces the call, a later one waits for the queue's own next_deadline().
 
-    def _schedule(self, queue: Queue, deadline: float) -> None:
-        if queue.scheduled is not None and queue.scheduled <= deadline:
-            return
+    def _schedule(self, queue: QueueType, deadline: float) -> None:
         old = self._queue_timers.get(queue)
         if old is not None:
-            self.scheduler.cancel(old)
-        queue.scheduled = deadline
-        self._queue_timers[queue] = self.scheduler.call_at(deadline, self._queue_timer, queue)
+            if old[0] <= deadline:
+                return
+            self.scheduler.cancel(old[1])
+        self._queue_timers[queue] = (
+            deadline, self.scheduler.call_at(deadline, self._queue_timer, queue))
 
-    def _queue_timer(self, q: Queue) -> None:
+    def _queue_timer(self, q: QueueType) -> None:
         """Expire messages (TTL) and the queue itself (x-expires) once their time has
         come.  A queue whose step fails is logged and tried again TIMER_RETRY later."""
         self._queue_timers.pop(q, None)
-        q.scheduled = None
         if q.deleted:
             return
         now = self.scheduler.now
         if now is None:  # (called by hand, not by run_due)
             now = self.clock()
         try:
-            if q.idle_expired(now):
+            if q.on_timer(now):
                 self.delete_queue(q)  # queue expiry never dead-letters
                 return
-            q.expire(now)
             nxt = q.next_deadline()
         except Exception:
             log.exception("the timer of queue '%s' %s failed", q.name, self._in())
@@ -567,17 +491,6 @@ class VirtualHost:
             nxt = now + TIMER_RETRY
         if nxt is not None:
             self._schedule(q, max(nxt, now))
-
-
-def _is_cycle(queue: str, history: list[tuple]) -> bool:
-    """RabbitMQ drops a dead letter that would re-enter a queue already in its x-death
-    history, unless a rejection happened somewhere along that cycle."""
-    for q, reason in history:
-        if reason == "rejected":
-            return False
-        if q == queue:
-            return True
-    return False
 
 
 class _DefaultExchange:

@@ -61,16 +61,16 @@ def late_queue(s, name: str) -> list[Pending]:
     settles.  Returns the list the tickets are appended to."""
     s.declare(name, durable=False)
     q = s.vh.queues[name]
-    classic, tickets = q.offer, []
+    classic, tickets = q.accept, []
 
-    def offer(msg, now):
+    def accept(msg, now):
         ticket = classic(msg, now)
         if not ticket:
             return ticket
         tickets.append(Pending())
         return tickets[-1]
 
-    q.offer = offer
+    q.accept = accept
     return tickets
 
 
@@ -243,7 +243,7 @@ def test_join_keeps_the_strictest_ticket():
     assert join(SAFE, 7) == 7 and join(7, SAFE) == 7
     assert join(3, 9) == 9 and join(9, 3) == 9
     assert join(3, p) == [3, p] and join([3, p], 5) == [3, p, 5]
-    assert not REFUSED and all((SAFE, 1, p, [p]))   # offer's callers test truthiness
+    assert not REFUSED and all((SAFE, 1, p, [p]))   # accept's callers test truthiness
 
 
 def test_tracker_against_a_moving_watermark():

@@ -4,7 +4,7 @@ A message being dead-lettered (TTL expiry, reject, length limit, delivery limit)
 in its source queue or in every target, in memory and in the store: the copies enter the
 targets first and only then does the source drop its own, all in one store batch (one
 SQLite transaction).  When dead-lettering fails (a target whose store refuses the copy, or
-a bug: injected here by making ``VirtualHost._with_death`` raise), the message stays in its
+a bug: injected here by making ``with_death`` raise), the message stays in its
 source, the failure is logged once, and neither the timer, nor a connection's clean-up, nor
 an innocent publisher sees the exception.
 
@@ -22,6 +22,7 @@ from pamqp import frame as pframe
 
 from amqpbroker.broker import Broker
 from amqpbroker.store.sqlite import SQLiteStore
+from amqpbroker import vhost as vhost_module
 from amqpbroker.vhost import VirtualHost
 from tests.sim import connected, messages, names
 
@@ -77,9 +78,9 @@ def s(tmp_path):
 @pytest.fixture
 def bug(monkeypatch):
     """Dead-lettering fails before any copy is made (a bug in building the dead letter)."""
-    def boom(self, queue, msg, reason):
+    def boom(queue, args, msg, reason):
         raise RuntimeError("injected dead-letter failure")
-    monkeypatch.setattr(VirtualHost, "_with_death", boom)
+    monkeypatch.setattr(vhost_module, "with_death", boom)
 
 
 def failing_append(store, queue: str):

@@ -1,5 +1,7 @@
-"""Queues: passive objects, no task each.  ``dispatch()`` is a plain call made whenever
-supply or demand changes (publish, ack, requeue, consume, qos, a connection draining).
+"""The classic queue, the first QueueType (base.py): messages in memory, persistent ones
+of a durable queue also in the store.  Passive, no task: ``dispatch()`` is a plain call
+made whenever supply or demand changes (publish, ack, requeue, consume, qos, a connection
+draining).
 
 A queue knows its rules (TTL, length limits, priorities, single active consumer, delivery
 limit) but not where dead letters go: it hands them to ``dead_letter(queue, msg, reason)``,
@@ -15,237 +17,15 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections import deque
-from dataclasses import dataclass
 
-from . import errors
-from .confirms import REFUSED, SAFE
-from .message import Message, shortstr
+from .. import errors
+from ..message import Message
+from .args import QueueArgs
+from .base import ACK, REFUSED, REQUEUE, SAFE, QueueStats
+from .consumer import Consumer, Consumers
+from .ready import GONE, READY, UNACKED, QueuedMessage, ready_list
 
 log = logging.getLogger("amqpbroker.queues")
-
-READY, UNACKED, GONE = 0, 1, 2
-
-
-class QueuedMessage:
-    """One message's life in one queue.  ``seq`` is its place, kept across requeues."""
-
-    __slots__ = ("seq", "msg", "redelivered", "returns", "expires_at", "priority", "state",
-                 "persisted")
-
-    def __init__(self, seq: int, msg: Message, expires_at: float | None, priority: int):
-        self.seq = seq
-        self.msg = msg
-        self.redelivered = False
-        self.returns = 0              # times given back (requeue): the delivery-limit count
-        self.expires_at = expires_at  # monotonic seconds, or None
-        self.priority = priority
-        self.state = READY
-        self.persisted = False        # in the store: removing it must remove the stored copy
-
-    def __lt__(self, other: "QueuedMessage") -> bool:  # for the expiry heap
-        return self.seq < other.seq
-
-
-@dataclass(frozen=True)
-class QueueArgs:
-    """The queue arguments we act on, validated as RabbitMQ validates them."""
-
-    queue_type: str = "classic"
-    message_ttl: int | None = None    # ms
-    expires: int | None = None        # ms
-    max_length: int | None = None
-    max_length_bytes: int | None = None
-    overflow: str = "drop-head"
-    dlx: str | None = None
-    dlrk: str | None = None
-    max_priority: int | None = None
-    single_active: bool = False
-    delivery_limit: int | None = None
-
-    @classmethod
-    def parse(cls, queue: str, vhost: str, args: dict,
-              types: dict | None = None) -> "QueueArgs":
-        """``types``: the arguments' wire type names (as decoded), for RabbitMQ's texts."""
-        types = types or {}
-
-        def type_of(key, v):
-            return types.get(key) or ("bool" if isinstance(v, bool) else
-                                      "longstr" if isinstance(v, str) else type(v).__name__)
-
-        def bad(key, why):
-            return errors.PreconditionFailed(
-                f"invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {why}")
-
-        def integer(key, minimum=0, maximum=None, zero_ok=True):
-            v = args.get(key)
-            if v is None:
-                return None
-            if not isinstance(v, int) or isinstance(v, bool):
-                raise bad(key, f'"expected integer, got {type_of(key, v)}"')
-            if v < minimum:
-                raise bad(key, f"{{value_negative,{v}}}" if v < 0 else f"{{value_zero,{v}}}")
-            if maximum is not None and v > maximum:
-                # RabbitMQ's texts: check_expiry for TTLs, max_value_exceeded for priority
-                raise bad(key, f"{{max_value_exceeded,{v}}}" if key == "x-max-priority"
-                          else f"{{value_too_large,{v}}}")
-            return v
-
-        def string(key):
-            v = args.get(key)
-            if v is None:
-                return None
-            if not isinstance(v, str):
-                raise bad(key, f"{{unacceptable_type,{type_of(key, v)}}}")
-            return v
-
-        qtype = string("x-queue-type") or "classic"
-        if qtype not in ("classic", "quorum"):
-            if qtype == "stream":
-                raise errors.PreconditionFailed(
-                    f"queue type 'stream' for queue '{queue}' in vhost '{vhost}' is not "
-                    "supported by amqpbroker")
-            raise bad("x-queue-type", f'"unsupported queue type \'{qtype}\'"')
-        overflow = string("x-overflow") or "drop-head"
-        if overflow not in ("drop-head", "reject-publish", "reject-publish-dlx"):
-            raise bad("x-overflow", "invalid_overflow")
-        dlx, dlrk = string("x-dead-letter-exchange"), string("x-dead-letter-routing-key")
-        if dlrk is not None and dlx is None:
-            raise bad("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined")
-        sac = args.get("x-single-active-consumer", False)
-        if not isinstance(sac, bool):
-            raise bad("x-single-active-consumer",
-                      f"{{unacceptable_type,{type_of('x-single-active-consumer', sac)}}}")
-        limit = integer("x-delivery-limit", minimum=-1)
-        if limit is None and qtype == "quorum":
-            limit = 20  # RabbitMQ 4.x quorum queues' default
-        if limit == -1:
-            limit = None
-        return cls(
-            queue_type=qtype,
-            message_ttl=integer("x-message-ttl", 0, 315_360_000_000),
-            expires=integer("x-expires", 1, 315_360_000_000),
-            max_length=integer("x-max-length"),
-            max_length_bytes=integer("x-max-length-bytes"),
-            overflow=overflow,
-            dlx=dlx,
-            dlrk=dlrk,
-            max_priority=integer("x-max-priority", 0, 255),
-            single_active=sac,
-            delivery_limit=limit,
-        )
-
-
-class _Ready(deque):
-    """Ready messages in seq order (FIFO); a requeued message goes back to its place.
-    A deque itself, so that len(), append() and popleft() stay C calls on the hot path."""
-
-    def head(self) -> QueuedMessage | None:
-        return self[0] if self else None
-
-    def requeue(self, qm: QueuedMessage) -> None:
-        _insort(self, qm)
-
-    def drain(self) -> list[QueuedMessage]:
-        items = list(self)
-        self.clear()
-        return items
-
-
-class _PriorityReady:
-    """One FIFO per priority level; the highest non-empty level goes first."""
-
-    def __init__(self, max_priority: int):
-        self.levels = [deque() for _ in range(max_priority + 1)]
-        self.n = 0
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        for level in reversed(self.levels):
-            yield from level
-
-    def __getitem__(self, i: int) -> QueuedMessage:
-        return list(self)[i]
-
-    def append(self, qm: QueuedMessage) -> None:
-        self.levels[qm.priority].append(qm)
-        self.n += 1
-
-    def _top(self) -> deque | None:
-        for level in reversed(self.levels):
-            if level:
-                return level
-        return None
-
-    def popleft(self) -> QueuedMessage:
-        self.n -= 1
-        return self._top().popleft()
-
-    def head(self) -> QueuedMessage | None:
-        top = self._top()
-        return top[0] if top else None
-
-    def requeue(self, qm: QueuedMessage) -> None:
-        _insort(self.levels[qm.priority], qm)
-        self.n += 1
-
-    def remove(self, qm: QueuedMessage) -> None:
-        level = self.levels[qm.priority]
-        if level and level[0] is qm:
-            level.popleft()
-        else:
-            level.remove(qm)
-        self.n -= 1
-
-    def drain(self) -> list[QueuedMessage]:
-        items = list(self)
-        self.clear()
-        return items
-
-    def clear(self) -> None:
-        for level in self.levels:
-            level.clear()
-        self.n = 0
-
-
-def _insort(d: deque, qm: QueuedMessage) -> None:
-    if not d or qm.seq < d[0].seq:
-        d.appendleft(qm)
-    elif qm.seq > d[-1].seq:
-        d.append(qm)
-    else:
-        lo, hi = 0, len(d)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if d[mid].seq < qm.seq:
-                lo = mid + 1
-            else:
-                hi = mid
-        d.insert(lo, qm)
-
-
-class Consumer:
-    __slots__ = ("tag", "channel", "queue", "no_ack", "exclusive", "priority", "prefetch",
-                 "unacked", "arguments", "tag_ss")
-
-    def __init__(self, tag: str, channel, queue: "Queue", no_ack: bool, exclusive: bool,
-                 priority: int, prefetch: int, arguments: dict):
-        self.tag = tag
-        self.channel = channel    # anything with can_deliver() and deliver(consumer, queue, qm)
-        self.queue = queue
-        self.no_ack = no_ack
-        self.exclusive = exclusive
-        self.priority = priority
-        self.prefetch = prefetch  # 0 = unlimited
-        self.unacked = 0
-        self.arguments = arguments
-        self.tag_ss = shortstr(tag)  # encoded once for every Basic.Deliver
-
-    def has_capacity(self) -> bool:
-        return (self.no_ack or not self.prefetch or self.unacked < self.prefetch) and \
-            self.channel.can_deliver()
 
 
 def _no_dead_letters(queue, msg, reason) -> None:
@@ -253,16 +33,20 @@ def _no_dead_letters(queue, msg, reason) -> None:
 
 
 class Queue:
+    """The classic queue: a QueueType (base.py), made by the registry for "classic" and,
+    until replicated queues exist, "quorum"."""
+
     def __init__(self, name: str, durable: bool = False, exclusive_owner=None,
                  auto_delete: bool = False, arguments: dict | None = None,
                  args: QueueArgs | None = None, dead_letter=_no_dead_letters,
-                 schedule=None, now: float = 0.0, store=None, vhost: str = "/"):
+                 schedule=None, now: float = 0.0, store=None, vhost: str = "/",
+                 arg_types: dict | None = None):
         self.name = name
         self.durable = durable
         self.exclusive_owner = exclusive_owner   # the owning connection, or None
         self.auto_delete = auto_delete
         self.arguments = arguments or {}
-        self.arg_types: dict[str, str] = {}    # wire types of the arguments, for texts
+        self.arg_types: dict[str, str] = arg_types or {}  # the arguments' wire types
         self.args = args or QueueArgs()
         self.dead_letter = dead_letter           # (queue, msg, reason) -> None
         self.schedule = schedule                 # (queue, deadline) -> None: wake me then
@@ -270,33 +54,28 @@ class Queue:
         self.store = store if durable and store is not None and store.durable else None
         self.vhost = vhost
         a = self.args
-        self.ready = _PriorityReady(a.max_priority) if a.max_priority is not None \
-            else _Ready()
+        self.ready = ready_list(a.max_priority)
         # what the hot paths may skip, decided once
         limited = a.max_length is not None or a.max_length_bytes is not None
         self._rejects = limited and a.overflow != "drop-head"   # check before enqueueing
         self.needs_after_publish = limited and a.overflow == "drop-head" or \
             a.message_ttl is not None  # (per-message TTLs set _expiry, checked as well)
         self._plain = a.message_ttl is None and a.max_priority is None
-        self._single: Consumer | None = None   # the only consumer (or the active one)
         self.ready_bytes = 0
         self.unacked_count = 0
-        self.consumers: list[Consumer] = []
-        self._groups: list[list[Consumer]] = []   # consumers by priority, highest first
-        self._rr: dict[int, int] = {}             # round-robin position per group
+        self.consumers = Consumers(a.single_active)
         self.bindings: dict = {}  # bindings to this queue (an ordered set: binding -> None)
         self.deleted = False
         self._next_seq = 0
         self._expiry: list[tuple[float, QueuedMessage]] = []  # heap of message deadlines
-        self.scheduled: float | None = None       # the deadline the vhost will wake us at
         self.last_used = now                      # for x-expires
         self._undead: set[int] = set()  # seqs whose dead-lettering failed: not tried again
 
     # ------------------------------------------------------------------ supply
 
-    def offer(self, msg: Message, now: float):
-        """Enqueue a published message; its confirm ticket (``confirms``: SAFE, or the
-        store generation of its write), or REFUSED (``reject-publish`` overflow)."""
+    def accept(self, msg: Message, now: float):
+        """Enqueue a routed message: its confirm ticket (SAFE, or the store generation
+        whose sync covers it), or REFUSED (``reject-publish`` overflow)."""
         a = self.args
         if self._rejects and (
                 (a.max_length is not None and len(self.ready) >= a.max_length) or
@@ -307,6 +86,10 @@ class Queue:
             return REFUSED
         qm = self.enqueue(msg, now)
         return self.store.gen if qm.persisted else SAFE
+
+    def offer(self, msg: Message, now: float) -> bool:
+        """accept() as a bool (the queue models' tests)."""
+        return self.accept(msg, now) is not REFUSED
 
     def enqueue(self, msg: Message, now: float = 0.0) -> QueuedMessage:
         """Enqueue without the overflow check (offer's second half; tests, recovery)."""
@@ -356,12 +139,13 @@ class Queue:
 
     def _watch_expiry(self, qm: QueuedMessage) -> None:
         heapq.heappush(self._expiry, (qm.expires_at, qm))
-        if self.schedule is not None and (self.scheduled is None or
-                                          qm.expires_at < self.scheduled):
+        if self.schedule is not None:  # (the vhost ignores a deadline later than its own)
             self.schedule(self, qm.expires_at)
 
     def after_publish(self, now: float) -> None:
         """After dispatch: enforce drop-head length limits, expire TTL-0 messages."""
+        if not self.needs_after_publish and not self._expiry:
+            return
         a = self.args
         if a.overflow == "drop-head" and (a.max_length is not None or
                                           a.max_length_bytes is not None):
@@ -419,9 +203,11 @@ class Queue:
         self.unacked_count -= 1
         qm.returns += 1
         limit = self.args.delivery_limit
-        if limit is not None and qm.returns > limit and qm.seq not in self._undead and \
-                self._dead_letter(qm, "delivery_limit"):
-            return
+        if limit is not None:
+            if qm.returns > limit and qm.seq not in self._undead and \
+                    self._dead_letter(qm, "delivery_limit"):
+                return
+            qm.delivery_count = qm.returns
         qm.redelivered = True
         self._back(qm)
 
@@ -485,6 +271,14 @@ class Queue:
         return self.args.expires is not None and not self.consumers and \
             now >= self.last_used + self.args.expires / 1000
 
+    def on_timer(self, now: float) -> bool:
+        """The vhost's timer for this queue: True when the queue itself expired
+        (x-expires; the vhost deletes it, never dead-lettering), else expire messages."""
+        if self.idle_expired(now):
+            return True
+        self.expire(now)
+        return False
+
     def touch(self, now: float) -> None:
         """Used (consume, get, redeclare): restart the x-expires idle clock."""
         self.last_used = now
@@ -504,53 +298,87 @@ class Queue:
     def message_count(self) -> int:
         return len(self.ready)
 
+    @property
+    def consumer_count(self) -> int:
+        return len(self.consumers)
+
+    def stats(self) -> QueueStats:
+        return QueueStats(len(self.ready), self.ready_bytes, self.unacked_count,
+                          len(self.consumers))
+
+    def delete(self) -> int:
+        """The vhost has removed the stored queue (and its messages with it): drop the rest
+        here, and tell each consumer's sink it is cancelled."""
+        self.deleted = True
+        self.store = None
+        n = self.message_count
+        self.purge()
+        consumers = list(self.consumers.all)
+        for c in consumers:  # their channels forget them, and may tell the client
+            self.consumers.remove(c)
+            c.channel.cancelled(c)
+        return n
+
     # ------------------------------------------------------------------ demand
 
-    def add_consumer(self, c: Consumer) -> None:
-        self.consumers.append(c)
-        self._regroup()
-
-    def remove_consumer(self, c: Consumer, now: float = 0.0) -> None:
-        try:
-            self.consumers.remove(c)
-        except ValueError:
-            return
-        self._regroup()
-        if not self.consumers:
-            self.touch(now)
-
-    def _regroup(self) -> None:
-        by_prio: dict[int, list[Consumer]] = {}
-        for c in self.consumers:
-            by_prio.setdefault(c.priority, []).append(c)
-        self._groups = [by_prio[p] for p in sorted(by_prio, reverse=True)]
-        self._rr = {}
+    def add_consumer(self, c: Consumer, now: float = 0.0) -> None:
+        """A new consumer (not yet served: the caller dispatches).  An exclusive consumer
+        wants the queue alone; nobody joins one."""
         cs = self.consumers
-        self._single = cs[0] if cs and (len(cs) == 1 or self.args.single_active) else None
+        if cs.all and (c.exclusive or any(o.exclusive for o in cs.all)):
+            raise errors.AccessRefused(
+                f"queue '{self.name}' in vhost '{self.vhost}' in exclusive use")
+        cs.add(c)
+        self.touch(now)
 
-    def _next_consumer(self) -> Consumer | None:
-        c = self._single
-        if c is not None:  # one consumer, or single-active-consumer
-            return c if c.has_capacity() else None
-        # highest-priority consumers with capacity, round-robin; lower ones only while all
-        # higher ones are blocked
-        for gi, group in enumerate(self._groups):
-            n = len(group)
-            start = self._rr.get(gi, 0)
-            for i in range(n):
-                c = group[(start + i) % n]
-                if c.has_capacity():
-                    self._rr[gi] = (start + i + 1) % n
-                    return c
-        return None
+    def remove_consumer(self, c: Consumer, now: float = 0.0) -> bool:
+        """True when it was the last consumer of an auto-delete queue: delete it."""
+        if not self.consumers.remove(c):
+            return False
+        if self.consumers.all:
+            return False
+        self.touch(now)
+        return self.auto_delete and not self.deleted
 
     def dispatch(self, now: float) -> None:
         ready = self.ready
-        while ready and self._groups:
-            c = self._next_consumer()
+        cs = self.consumers
+        while ready and cs.groups:
+            c = cs.next()
             if c is None:
                 return
             qm = self.take(now)
             if qm is None:
                 return
+            if c.no_ack:  # settled as it goes out: the sink keeps no record of it
+                self.unacked_count -= 1
+                self._drop(qm)
+            else:
+                c.unacked += 1
+                qm.consumer = c
             c.channel.deliver(c, self, qm)
+
+    def get(self, now: float, no_ack: bool):
+        """Basic.Get: (the message, how many stay ready), or None."""
+        self.touch(now)
+        qm = self.take(now)
+        if qm is None:
+            return None
+        if no_ack:
+            self.settled(qm)
+        return qm, len(self.ready)
+
+    def settle(self, deliveries, outcome: int) -> None:
+        """Ack, requeue or reject (``base.ACK``, ``REQUEUE``, ``REJECT``) deliveries of this
+        queue; on a deleted queue only the consumers' prefetch is given back."""
+        for qm in deliveries:
+            c = qm.consumer
+            if c is not None:
+                c.unacked -= 1
+                qm.consumer = None
+        if self.deleted:
+            return
+        act = self.settled if outcome == ACK else \
+            self.requeue if outcome == REQUEUE else self.reject
+        for qm in deliveries:
+            act(qm)
