@@ -13,7 +13,7 @@ from .framing import Publish, Settle
 from .message import (F_HEADERS, F_REPLY_TO, Message, join_properties, sender_selected,
                       set_headers, shortstr, split_properties, v_long)
 from .queues import Consumer, Queue
-from .vhost import _DEFAULT_EXCHANGE, REPLY_TO
+from .vhost import REPLY_TO
 
 
 REPLY_TO_PREFIX = REPLY_TO + "."
@@ -163,7 +163,7 @@ class Channel:
         (permissions do not change during a connection; a deleted exchange is a miss)."""
         vhost = self.vhost
         self.check("write", "exchange", name or "amq.default")
-        ex = vhost.exchanges.get(name) if name else _DEFAULT_EXCHANGE
+        ex = vhost.exchanges.get(name) if name else vhost.default_exchange
         if ex is None:
             raise errors.NotFound(f"no exchange '{name}' in vhost '{vhost.name}'", 60, 40)
         if ex.internal:
@@ -200,7 +200,7 @@ class Channel:
     def _route(self, pub: Publish, ex, msg: Message) -> None:
         store = self.vhost.store
         written = store.gen
-        if ex is _DEFAULT_EXCHANGE and msg.routing_key.startswith(REPLY_TO_PREFIX):
+        if not ex.name and msg.routing_key.startswith(REPLY_TO_PREFIX):
             routed, rejected = self._reply(msg), False
         else:
             queues, rejected = self.vhost.publish(ex, msg)

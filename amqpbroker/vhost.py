@@ -10,13 +10,14 @@ import logging
 import time
 
 from . import errors
-from .exchanges import TYPES, Binding, Exchange
+from .exchanges import Binding, DefaultExchange, Exchange, Route, exchange_type
+from .exchanges.routing import route
 from .message import (F_EXPIRATION, F_HEADERS, Message, array_items, set_headers,
                       split_properties, table_items, v_array, v_decode, v_long, v_str,
                       v_table, v_timestamp)
 from .queues import Queue, QueueArgs
 from .scheduler import Handle, Scheduler
-from .store import MemoryStore
+from .store import MemoryStore, StoreError
 from .store.base import BindingDef, ExchangeDef, QueueDef
 
 # The queue arguments RabbitMQ knows, compared on redeclare (unknown ones are neither
@@ -99,12 +100,13 @@ class VirtualHost:
         # the broker's (one for every vhost); a vhost made alone gets its own
         self.scheduler = scheduler if scheduler is not None else Scheduler()
         self._queue_timers: dict[Queue, Handle] = {}  # each queue's call in it
-        for name, type_ in (("amq.direct", "direct"), ("amq.fanout", "fanout"),
-                            ("amq.topic", "topic"), ("amq.headers", "headers"),
-                            ("amq.match", "headers")):
-            self.exchanges[name] = TYPES[type_](name, durable=True)
-        self.exchanges["amq.rabbitmq.trace"] = TYPES["topic"]("amq.rabbitmq.trace",
-                                                              durable=True, internal=True)
+        self.default_exchange = DefaultExchange()
+        self.default_exchange.create(self)
+        for name, type_, internal in (
+                ("amq.direct", "direct", False), ("amq.fanout", "fanout", False),
+                ("amq.topic", "topic", False), ("amq.headers", "headers", False),
+                ("amq.match", "headers", False), ("amq.rabbitmq.trace", "topic", True)):
+            self._add_exchange(exchange_type(type_)(name, durable=True, internal=internal))
 
     # ------------------------------------------------------------------ names
 
@@ -148,16 +150,13 @@ class VirtualHost:
             if name.startswith("amq."):
                 raise errors.AccessRefused(
                     f"exchange name '{name}' contains reserved prefix 'amq.*'")
-            cls = TYPES.get(type_)
+            cls = exchange_type(type_)
             if cls is None:
                 raise errors.PreconditionFailed(f"unknown exchange type '{type_}'")
-            ae = arguments.get("alternate-exchange")
-            if ae is not None and not isinstance(ae, str):
-                raise errors.PreconditionFailed(
-                    f"invalid arg 'alternate-exchange' for exchange '{name}' {self._in()}")
+            cls.validate(arguments, f"for exchange '{name}' {self._in()}")
             ex = cls(name, durable, auto_delete, internal, arguments)
             ex.arg_types = arg_types
-            self.exchanges[name] = ex
+            self._add_exchange(ex)
             if durable:
                 self.store.put_exchange(ExchangeDef(self.name, name, type_, auto_delete,
                                                     internal, arguments, arg_types))
@@ -174,12 +173,12 @@ class VirtualHost:
                 raise errors.PreconditionFailed(
                     f"inequivalent arg '{arg}' {where}: received '{_bool(new)}' but current "
                     f"is '{_bool(cur)}'")
-        # among the arguments RabbitMQ compares only alternate-exchange
-        check_arg_equivalence("alternate-exchange", where, arguments.get("alternate-exchange"),
-                              arg_types.get("alternate-exchange"),
-                              ex.arguments.get("alternate-exchange"),
-                              ex.arg_types.get("alternate-exchange"))
+        ex.assert_args_equivalence(arguments, arg_types, where, check_arg_equivalence)
         return ex
+
+    def _add_exchange(self, ex: Exchange) -> None:
+        self.exchanges[ex.name] = ex
+        ex.create(self)
 
     def delete_exchange(self, name: str, if_unused: bool) -> None:
         if name == "":
@@ -203,6 +202,7 @@ class VirtualHost:
             self.store.delete_exchange(self.name, ex.name)
         for b in list(ex.bindings.values()) + list(ex.incoming):
             self._drop_binding(b)
+        ex.delete(self)
 
     def _drop_binding(self, b: Binding) -> None:
         """Remove a binding, then auto-delete its source if that was its last binding (as
@@ -334,10 +334,16 @@ class VirtualHost:
         back): definitions first, then messages in their order, marked redelivered."""
         now = self.clock()
         for d in recovered.exchanges:
-            if d.vhost == self.name and d.type in TYPES and d.name not in self.exchanges:
-                ex = TYPES[d.type](d.name, True, d.auto_delete, d.internal, d.arguments)
-                ex.arg_types = d.arg_types
-                self.exchanges[d.name] = ex
+            if d.vhost != self.name or d.name in self.exchanges:
+                continue
+            cls = exchange_type(d.type)
+            if cls is None:  # (a type no longer registered: not ours to drop)
+                where = getattr(self.store, "path", "the store")
+                raise StoreError(f"{where}: exchange '{d.name}' {self._in()} has the unknown "
+                                 f"type '{d.type}'")
+            ex = cls(d.name, True, d.auto_delete, d.internal, d.arguments)
+            ex.arg_types = d.arg_types
+            self._add_exchange(ex)
         for d in recovered.queues:
             if d.vhost != self.name:
                 continue
@@ -367,61 +373,17 @@ class VirtualHost:
 
     # ------------------------------------------------------------------ publish
 
-    def route(self, exchange: Exchange, msg: Message, keys=None) -> list[Queue]:
-        """Every queue the message reaches, once each: exchange-to-exchange bindings are
-        followed (cycles tolerated), then alternate exchanges for an unroutable message.
-        ``keys``: the routing keys (the routing key plus CC and BCC by default)."""
-        if keys is None:
-            keys = (msg.routing_key,) if not (msg.cc or msg.bcc) else msg.routing_keys
-        if exchange.name == "":
-            found = {}
-            for k in keys:
-                q = self.queues.get(k)
-                if q is not None:
-                    found[id(q)] = q
-            return list(found.values())
-        queues: dict[int, Queue] = {}
-        headers = None
-        ae_chain: set[int] = set()
-        while True:
-            visited: set[int] = set()
-            pending = [exchange]
-            while pending:
-                ex = pending.pop()
-                if id(ex) in visited:
-                    continue
-                visited.add(id(ex))
-                if ex.type == "headers" and headers is None:
-                    headers = msg.headers or {}
-                for rk in keys:
-                    for dest in ex.route(rk, headers):
-                        if isinstance(dest, Queue):
-                            queues[id(dest)] = dest
-                        else:
-                            pending.append(dest)
-            if queues:
-                return list(queues.values())
-            # unroutable: try the alternate exchange chain
-            ae_chain.add(id(exchange))
-            ae_name = exchange.alternate_exchange
-            if ae_name is None:
-                return []
-            ae = self.exchanges.get(ae_name)
-            if ae is None or id(ae) in ae_chain:
-                return []
-            exchange = ae
-
-    def publish(self, exchange: Exchange, msg: Message) -> tuple[list[Queue], bool]:
-        """Route and enqueue.  Returns the queues routed to and whether any refused the
-        message (``reject-publish`` overflow: the publisher gets a nack)."""
-        if exchange is _DEFAULT_EXCHANGE and not msg.cc and not msg.bcc:  # the hot path
+    def publish(self, exchange: Exchange, msg: Message) -> tuple[Route, bool]:
+        """Route and enqueue.  Returns the Route (false: unroutable, for ``mandatory``) and
+        whether a queue refused the message (``reject-publish`` overflow: a nack)."""
+        if exchange is self.default_exchange and not msg.cc and not msg.bcc:  # the hot path
             q = self.queues.get(msg.routing_key)
             if q is None:
-                return [], False
-            queues = [q]
+                return _NO_ROUTE, False
+            r = Route([q])
         else:
-            queues = self.route(exchange, msg)
-        return queues, self._deliver(queues, msg)
+            r = route(self, exchange, msg)
+        return r, self._deliver(r.queues, msg)
 
     def _deliver(self, queues: list[Queue], msg: Message) -> bool:
         now = self.clock()
@@ -458,12 +420,12 @@ class VirtualHost:
         dlx = queue.args.dlx
         if dlx is None:
             return
-        exchange = self.exchanges.get(dlx) if dlx else _DEFAULT_EXCHANGE
+        exchange = self.exchanges.get(dlx) if dlx else self.default_exchange
         if exchange is None:
             return  # a missing DLX drops the message, as RabbitMQ
         new, history = self._with_death(queue, msg, reason)
         keys = [queue.args.dlrk] if queue.args.dlrk is not None else msg.routing_keys
-        targets = self.route(exchange, new, keys)
+        targets = route(self, exchange, new, keys).queues
         if reason != "rejected":
             targets = [q for q in targets if not _is_cycle(q.name, history)]
         now = self.clock()
@@ -575,6 +537,9 @@ class VirtualHost:
             self._schedule(q, max(nxt, now))
 
 
+_NO_ROUTE = Route([])  # (never changed: a Route is not mutated after routing)
+
+
 def _is_cycle(queue: str, history: list[tuple]) -> bool:
     """RabbitMQ drops a dead letter that would re-enter a queue already in its x-death
     history, unless a rejection happened somewhere along that cycle."""
@@ -584,16 +549,3 @@ def _is_cycle(queue: str, history: list[tuple]) -> bool:
         if q == queue:
             return True
     return False
-
-
-class _DefaultExchange:
-    """Stands in for the default exchange: every queue bound by its own name."""
-
-    name = ""
-    type = "direct"
-    internal = False
-    alternate_exchange = None
-    deleted = False
-
-
-_DEFAULT_EXCHANGE = _DefaultExchange()
