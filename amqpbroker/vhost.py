@@ -10,7 +10,7 @@ import logging
 import time
 
 from . import errors
-from .exchanges import Binding, DefaultExchange, Exchange, Route, exchange_type
+from .exchanges import Binding, DefaultExchange, Exchange, exchange_type
 from .exchanges.routing import route
 from .message import (F_EXPIRATION, F_HEADERS, Message, array_items, set_headers,
                       split_properties, table_items, v_array, v_decode, v_long, v_str,
@@ -373,17 +373,18 @@ class VirtualHost:
 
     # ------------------------------------------------------------------ publish
 
-    def publish(self, exchange: Exchange, msg: Message) -> tuple[Route, bool]:
-        """Route and enqueue.  Returns the Route (false: unroutable, for ``mandatory``) and
-        whether a queue refused the message (``reject-publish`` overflow: a nack)."""
+    def publish(self, exchange: Exchange, msg: Message) -> tuple[list[Queue], bool]:
+        """Route and enqueue.  Returns the Route (false: unroutable, for ``mandatory``; a
+        plain list of the one queue on the default exchange's fast path) and whether a
+        queue refused the message (``reject-publish`` overflow: a nack)."""
         if exchange is self.default_exchange and not msg.cc and not msg.bcc:  # the hot path
             q = self.queues.get(msg.routing_key)
             if q is None:
-                return _NO_ROUTE, False
-            r = Route([q])
+                return [], False
+            queues = [q]
         else:
-            r = route(self, exchange, msg)
-        return r, self._deliver(r.queues, msg)
+            queues = route(self, exchange, msg)
+        return queues, self._deliver(queues, msg)
 
     def _deliver(self, queues: list[Queue], msg: Message) -> bool:
         now = self.clock()
@@ -535,9 +536,6 @@ class VirtualHost:
             nxt = now + TIMER_RETRY
         if nxt is not None:
             self._schedule(q, max(nxt, now))
-
-
-_NO_ROUTE = Route([])  # (never changed: a Route is not mutated after routing)
 
 
 def _is_cycle(queue: str, history: list[tuple]) -> bool:

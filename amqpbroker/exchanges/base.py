@@ -47,24 +47,39 @@ DEFERRED = Outcome("DEFERRED")
 DROPPED = Outcome("DROPPED")
 
 
-class Route:
-    """What routing one message gave: ``queues`` (each once), and whether some exchange on
-    the way deferred or dropped it.  True when the message counts as routed (it reached a
-    queue, or a type took it): a false Route is what ``mandatory`` returns."""
+class Route(list):
+    """What routing one message gave: the queues it reaches, each once (the list itself;
+    ``queues`` is the same), and whether some exchange on the way deferred or dropped it.
+    True when the message counts as routed (it reached a queue, or a type took it): a false
+    Route is what ``mandatory`` returns.  A list, so that the usual case costs what a list
+    costs (truth by length, no Python-level ``__bool__``); a plain list of queues is a Route
+    without outcome, which the vhost's default-exchange fast path gives."""
 
-    __slots__ = ("queues", "deferred", "dropped")
+    __slots__ = ()
+    deferred = False
+    dropped = False
 
-    def __init__(self, queues: list, deferred: bool = False, dropped: bool = False):
-        self.queues = queues
-        self.deferred = deferred
-        self.dropped = dropped
+    @property
+    def queues(self) -> list:
+        return self
 
-    def __bool__(self) -> bool:
-        return bool(self.queues) or self.deferred or self.dropped
+    @staticmethod
+    def taken(queues, deferred: bool, dropped: bool) -> "Route":
+        """A Route with an outcome: true even without queues."""
+        r = _Taken(queues)
+        r.deferred, r.dropped = deferred, dropped
+        return r
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}" for k in ("deferred", "dropped") if getattr(self, k))
-        return f"Route({[getattr(q, 'name', q) for q in self.queues]}{extra})"
+        return f"Route({[getattr(q, 'name', q) for q in self]}{extra})"
+
+
+class _Taken(Route):
+    __slots__ = ("deferred", "dropped")
+
+    def __bool__(self) -> bool:
+        return True
 
 
 class Binding:

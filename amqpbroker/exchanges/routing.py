@@ -19,9 +19,9 @@ def route(vhost, exchange: Exchange, msg, keys=None) -> Route:
         # and no repeats to remove (a type gives each destination once for one key)
         found = exchange.route(msg, keys)
         if found.__class__ is Outcome:
-            return Route([], found is DEFERRED, found is DROPPED)
+            return Route.taken((), found is DEFERRED, found is DROPPED)
         if found:
-            return Route(list(found))
+            return Route(found)
         return _alternate(vhost, exchange, msg, keys)
     return _walk(vhost, exchange, msg, keys, None)
 
@@ -46,8 +46,10 @@ def _walk(vhost, exchange: Exchange, msg, keys, ae_chain: set | None) -> Route:
                 pending.append(dest)
             else:
                 queues[id(dest)] = dest
-    if queues or deferred or dropped:
-        return Route(list(queues.values()), deferred, dropped)
+    if deferred or dropped:
+        return Route.taken(queues.values(), deferred, dropped)
+    if queues:
+        return Route(queues.values())
     return _alternate(vhost, exchange, msg, keys, ae_chain)
 
 
@@ -56,11 +58,11 @@ def _alternate(vhost, exchange: Exchange, msg, keys, ae_chain: set | None = None
     one's, without going round a cycle)."""
     ae_name = exchange.alternate_exchange
     if ae_name is None:
-        return Route([])
+        return Route()
     ae = vhost.exchanges.get(ae_name)
     if ae_chain is None:
         ae_chain = set()
     ae_chain.add(id(exchange))
     if ae is None or id(ae) in ae_chain:
-        return Route([])
+        return Route()
     return _walk(vhost, ae, msg, keys, ae_chain)
