@@ -351,6 +351,18 @@ def test_deferred_message_released_by_the_scheduler():
     assert q.message_count == 1 and q.take(105.0).msg.routing_key == "a.b"
 
 
+def test_released_message_follows_the_decorators_exchange_bindings():
+    vh = VirtualHost("/", clock=lambda: 0.0)
+    ex = declare(vh, "h", "x-test-hold", {"x-hold-type": "direct"})
+    declare(vh, "f", "fanout")
+    vh.bind("h", vh.exchanges["f"], "k", {})
+    vh.bind("f", queue(vh, "q"), "", {})
+    vh.publish(ex, msg("k", {"hold": 1}, exchange="h"))
+    assert vh.scheduler.run_due(1.0) == 1 and vh.queues["q"].message_count == 1
+    vh.unbind("h", vh.exchanges["f"], "k", {})
+    assert ex.inner.e2e == ex.e2e == 0
+
+
 def test_delete_cancels_what_the_decorator_scheduled():
     vh = VirtualHost("/", clock=lambda: 0.0)
     ex = declare(vh, "h", "x-test-hold", {"x-hold-type": "fanout"})
