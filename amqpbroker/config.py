@@ -17,6 +17,7 @@ import typing
 from dataclasses import dataclass, field
 
 from . import yamlfile
+from .exchanges import EXCHANGE_TYPES
 
 
 class ConfigError(ValueError):
@@ -264,8 +265,8 @@ _CHECKS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
     "server.log_level": (lambda v: v in ("debug", "info", "warning", "error"),
                          "one of debug, info, warning, error"),
     "storage.backend": (lambda v: v in ("memory", "sqlite"), "one of memory, sqlite"),
-    "type": (lambda v: v in ("direct", "fanout", "topic", "headers"),
-             "one of direct, fanout, topic, headers"),
+    # the registered exchange types (a callable text: a type registered later is listed)
+    "type": (lambda v: v in EXCHANGE_TYPES, lambda: "one of " + ", ".join(EXCHANGE_TYPES)),
     "destination_type": (lambda v: v in ("queue", "exchange"), "one of queue, exchange"),
     "listen.hosts[]": (_is_host, "an IP address or a host name"),
     "listen.tls.port": (lambda v: 0 <= v <= 65535, "an integer 0..65535"),
@@ -338,7 +339,8 @@ def _convert(value: typing.Any, tp: typing.Any, path: str) -> typing.Any:
     check = _CHECKS.get(path) or _CHECKS.get(re.sub(r"\[\d+\]", "[]", path)) or (
         _CHECKS.get(path.rsplit(".", 1)[-1]) if path.startswith("definitions.") else None)
     if check and not check[0](value):
-        raise ConfigError(f"{path}: expected {check[1]}, got {_show(value)}")
+        text = check[1]() if callable(check[1]) else check[1]
+        raise ConfigError(f"{path}: expected {text}, got {_show(value)}")
     return value
 
 

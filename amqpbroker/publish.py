@@ -11,7 +11,7 @@ from .confirms import SAFE, ConfirmTracker
 from .framing import Publish
 from .message import F_HEADERS, F_REPLY_TO, Message, sender_selected
 from .replyto import REPLY_TO_PREFIX
-from .vhost import _DEFAULT_EXCHANGE, REPLY_TO
+from .vhost import REPLY_TO
 
 
 class Publishing:
@@ -23,7 +23,7 @@ class Publishing:
         (permissions do not change during a connection; a deleted exchange is a miss)."""
         vhost = self.vhost
         self.check("write", "exchange", name or "amq.default")
-        ex = vhost.exchanges.get(name) if name else _DEFAULT_EXCHANGE
+        ex = vhost.exchanges.get(name) if name else vhost.default_exchange
         if ex is None:
             raise errors.NotFound(f"no exchange '{name}' in vhost '{vhost.name}'", 60, 40)
         if ex.internal:
@@ -58,7 +58,7 @@ class Publishing:
         self._route(pub, ex, msg)
 
     def _route(self, pub: Publish, ex, msg: Message) -> None:
-        if ex is _DEFAULT_EXCHANGE and msg.routing_key.startswith(REPLY_TO_PREFIX):
+        if not ex.name and msg.routing_key.startswith(REPLY_TO_PREFIX):
             routed, ticket = self._reply(msg), SAFE
         else:
             queues, ticket = self.vhost.publish(ex, msg)

@@ -10,12 +10,13 @@ import time
 
 from . import errors, values
 from .confirms import REFUSED, SAFE, join
-from .exchanges import TYPES, Binding, Exchange
+from .exchanges import Binding, DefaultExchange, Exchange, exchange_type
+from .exchanges.routing import route
 from .message import Message
 from .queues import QUEUE_ARGS, QueueArgs, QueueType, kind_of
 from .queues.deadletter import is_cycle, with_death
 from .scheduler import Handle, Scheduler
-from .store import MemoryStore
+from .store import MemoryStore, StoreError
 from .store.base import BindingDef, ExchangeDef, QueueDef
 
 REPLY_TO = "amq.rabbitmq.reply-to"
@@ -80,12 +81,13 @@ class VirtualHost:
         self.scheduler = scheduler if scheduler is not None else Scheduler()
         # each queue's call in it, and the deadline it is for
         self._queue_timers: dict[QueueType, tuple[float, Handle]] = {}
-        for name, type_ in (("amq.direct", "direct"), ("amq.fanout", "fanout"),
-                            ("amq.topic", "topic"), ("amq.headers", "headers"),
-                            ("amq.match", "headers")):
-            self.exchanges[name] = TYPES[type_](name, durable=True)
-        self.exchanges["amq.rabbitmq.trace"] = TYPES["topic"]("amq.rabbitmq.trace",
-                                                              durable=True, internal=True)
+        self.default_exchange = DefaultExchange()
+        self.default_exchange.create(self)
+        for name, type_, internal in (
+                ("amq.direct", "direct", False), ("amq.fanout", "fanout", False),
+                ("amq.topic", "topic", False), ("amq.headers", "headers", False),
+                ("amq.match", "headers", False), ("amq.rabbitmq.trace", "topic", True)):
+            self._add_exchange(exchange_type(type_)(name, durable=True, internal=internal))
 
     # ------------------------------------------------------------------ names
 
@@ -129,16 +131,13 @@ class VirtualHost:
             if name.startswith("amq."):
                 raise errors.AccessRefused(
                     f"exchange name '{name}' contains reserved prefix 'amq.*'")
-            cls = TYPES.get(type_)
+            cls = exchange_type(type_)
             if cls is None:
                 raise errors.PreconditionFailed(f"unknown exchange type '{type_}'")
-            ae = arguments.get("alternate-exchange")
-            if ae is not None and not isinstance(ae, str):
-                raise errors.PreconditionFailed(
-                    f"invalid arg 'alternate-exchange' for exchange '{name}' {self._in()}")
+            cls.validate(arguments, f"for exchange '{name}' {self._in()}")
             ex = cls(name, durable, auto_delete, internal, arguments)
             ex.arg_types = arg_types
-            self.exchanges[name] = ex
+            self._add_exchange(ex)
             if durable:
                 self.store.put_exchange(ExchangeDef(self.name, name, type_, auto_delete,
                                                     internal, arguments, arg_types))
@@ -155,12 +154,12 @@ class VirtualHost:
                 raise errors.PreconditionFailed(
                     f"inequivalent arg '{arg}' {where}: received '{_bool(new)}' but current "
                     f"is '{_bool(cur)}'")
-        # among the arguments RabbitMQ compares only alternate-exchange
-        check_arg_equivalence("alternate-exchange", where, arguments.get("alternate-exchange"),
-                              arg_types.get("alternate-exchange"),
-                              ex.arguments.get("alternate-exchange"),
-                              ex.arg_types.get("alternate-exchange"))
+        ex.assert_args_equivalence(arguments, arg_types, where, check_arg_equivalence)
         return ex
+
+    def _add_exchange(self, ex: Exchange) -> None:
+        self.exchanges[ex.name] = ex
+        ex.create(self)
 
     def delete_exchange(self, name: str, if_unused: bool) -> None:
         if name == "":
@@ -184,6 +183,7 @@ class VirtualHost:
             self.store.delete_exchange(self.name, ex.name)
         for b in list(ex.bindings.values()) + list(ex.incoming):
             self._drop_binding(b)
+        ex.delete(self)
 
     def _drop_binding(self, b: Binding) -> None:
         """Remove a binding, then auto-delete its source if that was its last binding (as
@@ -303,10 +303,16 @@ class VirtualHost:
         back): definitions first, then messages in their order, marked redelivered."""
         now = self.clock()
         for d in recovered.exchanges:
-            if d.vhost == self.name and d.type in TYPES and d.name not in self.exchanges:
-                ex = TYPES[d.type](d.name, True, d.auto_delete, d.internal, d.arguments)
-                ex.arg_types = d.arg_types
-                self.exchanges[d.name] = ex
+            if d.vhost != self.name or d.name in self.exchanges:
+                continue
+            cls = exchange_type(d.type)
+            if cls is None:  # (a type no longer registered: not ours to drop)
+                where = getattr(self.store, "path", "the store")
+                raise StoreError(f"{where}: exchange '{d.name}' {self._in()} has the unknown "
+                                 f"type '{d.type}'")
+            ex = cls(d.name, True, d.auto_delete, d.internal, d.arguments)
+            ex.arg_types = d.arg_types
+            self._add_exchange(ex)
         for d in recovered.queues:
             if d.vhost != self.name:
                 continue
@@ -336,61 +342,18 @@ class VirtualHost:
 
     # ------------------------------------------------------------------ publish
 
-    def route(self, exchange: Exchange, msg: Message, keys=None) -> list[QueueType]:
-        """Every queue the message reaches, once each: exchange-to-exchange bindings are
-        followed (cycles tolerated), then alternate exchanges for an unroutable message.
-        ``keys``: the routing keys (the routing key plus CC and BCC by default)."""
-        if keys is None:
-            keys = (msg.routing_key,) if not (msg.cc or msg.bcc) else msg.routing_keys
-        if exchange.name == "":
-            found = {}
-            for k in keys:
-                q = self.queues.get(k)
-                if q is not None:
-                    found[id(q)] = q
-            return list(found.values())
-        queues: dict[int, QueueType] = {}
-        headers = None
-        ae_chain: set[int] = set()
-        while True:
-            visited: set[int] = set()
-            pending = [exchange]
-            while pending:
-                ex = pending.pop()
-                if id(ex) in visited:
-                    continue
-                visited.add(id(ex))
-                if ex.type == "headers" and headers is None:
-                    headers = msg.headers or {}
-                for rk in keys:
-                    for dest in ex.route(rk, headers):
-                        if isinstance(dest, Exchange):
-                            pending.append(dest)
-                        else:  # a queue, of any type
-                            queues[id(dest)] = dest
-            if queues:
-                return list(queues.values())
-            # unroutable: try the alternate exchange chain
-            ae_chain.add(id(exchange))
-            ae_name = exchange.alternate_exchange
-            if ae_name is None:
-                return []
-            ae = self.exchanges.get(ae_name)
-            if ae is None or id(ae) in ae_chain:
-                return []
-            exchange = ae
-
     def publish(self, exchange: Exchange, msg: Message) -> tuple[list[QueueType], object]:
-        """Route and enqueue.  Returns the queues routed to and the publish's confirm
-        ticket (``confirms``): the queues' tickets joined, or REFUSED when one refused the
-        message (``reject-publish`` overflow: the publisher gets a nack)."""
-        if exchange is _DEFAULT_EXCHANGE and not msg.cc and not msg.bcc:  # the hot path
+        """Route and enqueue.  Returns the Route (false: unroutable, for ``mandatory``; a
+        plain list of the one queue on the default exchange's fast path) and the publish's
+        confirm ticket (``confirms``): the queues' tickets joined, or REFUSED when one
+        refused the message (``reject-publish`` overflow: a nack)."""
+        if exchange is self.default_exchange and not msg.cc and not msg.bcc:  # the hot path
             q = self.queues.get(msg.routing_key)
             if q is None:
                 return [], SAFE
             queues = [q]
         else:
-            queues = self.route(exchange, msg)
+            queues = route(self, exchange, msg)
         return queues, self._deliver(queues, msg)
 
     def _deliver(self, queues: list[QueueType], msg: Message):
@@ -431,12 +394,12 @@ class VirtualHost:
         dlx = queue.args.dlx
         if dlx is None:
             return
-        exchange = self.exchanges.get(dlx) if dlx else _DEFAULT_EXCHANGE
+        exchange = self.exchanges.get(dlx) if dlx else self.default_exchange
         if exchange is None:
             return  # a missing DLX drops the message, as RabbitMQ
         new, history = with_death(queue.name, queue.args, msg, reason)
         keys = [queue.args.dlrk] if queue.args.dlrk is not None else msg.routing_keys
-        targets = self.route(exchange, new, keys)
+        targets = route(self, exchange, new, keys).queues
         if reason != "rejected":
             targets = [q for q in targets if not is_cycle(q.name, history)]
         now = self.clock()
@@ -491,16 +454,3 @@ class VirtualHost:
             nxt = now + TIMER_RETRY
         if nxt is not None:
             self._schedule(q, max(nxt, now))
-
-
-class _DefaultExchange:
-    """Stands in for the default exchange: every queue bound by its own name."""
-
-    name = ""
-    type = "direct"
-    internal = False
-    alternate_exchange = None
-    deleted = False
-
-
-_DEFAULT_EXCHANGE = _DefaultExchange()

@@ -4,6 +4,7 @@ valgrind's callgrind (deterministic: no timing, no sockets).
     python bench/callgrind.py                      # this checkout
     python bench/callgrind.py --src /work/main     # another checkout (the "before")
     AMQPBROKER_SRC=/work/main python bench/callgrind.py
+    python bench/callgrind.py --exchange amq.direct   # through a direct exchange binding
 
 For each scenario the child process runs under ``valgrind --tool=callgrind`` twice, with
 ``--small`` and ``--large`` messages; the difference of the two totals divided by the
@@ -66,7 +67,7 @@ def properties(scenario: str, i: int) -> bytes:
     return b"\xb0\x00" + _ss(b"text/plain") + _table(items) + b"\x01"
 
 
-def child(scenario: str, n: int, total: int, src: str) -> None:
+def child(scenario: str, n: int, total: int, src: str, exchange: str = "") -> None:
     sys.path.insert(0, src)
     import amqpbroker
     assert os.path.dirname(os.path.dirname(os.path.abspath(amqpbroker.__file__))) == src, \
@@ -91,9 +92,11 @@ def child(scenario: str, n: int, total: int, src: str) -> None:
          C.Connection.Open(virtual_host="/"), channel=0)
     send(C.Channel.Open())
     send(C.Queue.Declare(queue="bench"))
+    if exchange:
+        send(C.Queue.Bind(queue="bench", exchange=exchange, routing_key="bench"))
     out = send(C.Basic.Consume(queue="bench", consumer_tag="c", no_ack=True))
     assert out, "no consume-ok"
-    publish = pframe.marshal(C.Basic.Publish(exchange="", routing_key="bench"), 1)
+    publish = pframe.marshal(C.Basic.Publish(exchange=exchange, routing_key="bench"), 1)
     body = b"0123456789abcdef"
     body_frame = struct.pack(">BHI", 3, 1, len(body)) + body + b"\xce"
     # every run builds the same inputs (those of the largest run), so that building them
@@ -113,11 +116,11 @@ def child(scenario: str, n: int, total: int, src: str) -> None:
     assert conn.state == 4, "the connection closed (a message was refused)"
 
 
-def count(src: str, scenario: str, n: int, total: int) -> int:
+def count(src: str, scenario: str, n: int, total: int, exchange: str = "") -> int:
     env = dict(os.environ, PYTHONHASHSEED="0")
     cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
            sys.executable, os.path.abspath(__file__), "--child", scenario, "-n", str(n),
-           "--total", str(total), "--src", src]
+           "--total", str(total), "--src", src, "--exchange", exchange]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=src)
     m = re.search(r"Collected : (\d+)", res.stderr)
     if res.returncode != 0 or m is None:
@@ -133,19 +136,24 @@ def main() -> None:
                     help="the checkout whose amqpbroker is measured (default: this one)")
     ap.add_argument("--small", type=int, default=200)
     ap.add_argument("--large", type=int, default=2200)
+    ap.add_argument("--exchange", default="",
+                    help="publish through this exchange, the queue bound by its name "
+                         "(default: the default exchange)")
     ap.add_argument("--child", choices=SCENARIOS, help=argparse.SUPPRESS)
     ap.add_argument("-n", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--total", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("scenarios", nargs="*", default=list(SCENARIOS))
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.n, max(args.n, args.total), os.path.abspath(args.src))
+        child(args.child, args.n, max(args.n, args.total), os.path.abspath(args.src),
+              args.exchange)
         return
     src = os.path.abspath(args.src)
-    print(f"amqpbroker from {src}; messages {args.small} and {args.large}")
+    print(f"amqpbroker from {src}; messages {args.small} and {args.large}; exchange "
+          f"{args.exchange or '(default)'}")
     for scenario in args.scenarios:
-        small = count(src, scenario, args.small, args.large)
-        large = count(src, scenario, args.large, args.large)
+        small = count(src, scenario, args.small, args.large, args.exchange)
+        large = count(src, scenario, args.large, args.large, args.exchange)
         per = (large - small) / (args.large - args.small)
         print(f"{scenario:8s} {per:10.0f} instructions/message", flush=True)
 

@@ -1,4 +1,4 @@
-"""exchanges.py and vhost.py routing, declare equivalence and naming rules, without a
+"""exchanges/ and vhost.py routing, declare equivalence and naming rules, without a
 connection (plus a few checks through the simulator where the channel is involved)."""
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pamqp import commands as C
 from amqpbroker import errors
 from amqpbroker.exchanges import (HeadersExchange, TopicExchange, header_value_equal,
                                   headers_match, split_topic, topic_match)
+from amqpbroker.exchanges.routing import route
 from amqpbroker.message import Message
 from amqpbroker.vhost import VirtualHost
 
@@ -45,7 +46,7 @@ def declare_exchange(vh, name, type_="direct", **kw):
 
 def routed(vh, exchange, rk="", headers=None) -> list[str]:
     ex = vh.exchanges[exchange]
-    return sorted(q.name for q in vh.route(ex, msg(rk, headers)))
+    return sorted(q.name for q in route(vh, ex, msg(rk, headers)).queues)
 
 
 # ---------------------------------------------------------------------- topic

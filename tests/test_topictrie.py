@@ -1,4 +1,4 @@
-"""The incremental binding indexes (amqpbroker/topictrie.py, exchanges.py) against brute
+"""The incremental binding indexes (amqpbroker/topictrie.py, exchanges/) against brute
 force: the topic trie against the reference matcher ``topic_match``, every exchange type's
 index against a scan of its bindings after random binds and unbinds, and the per-destination
 sets that queue and exchange deletion use."""
@@ -7,8 +7,11 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amqpbroker.exchanges import (TYPES, Binding, Exchange, headers_match, split_topic,
-                                  topic_match)
+from pamqp import commands as C
+
+from amqpbroker.exchanges import (EXCHANGE_TYPES, Binding, Exchange, headers_match,
+                                  split_topic, topic_match)
+from amqpbroker.message import Message
 from amqpbroker.topictrie import DestSet, TopicTrie
 from amqpbroker.vhost import VirtualHost
 
@@ -132,12 +135,12 @@ _args = st.sampled_from([{}, {"x-match": "all", "h": 1}, {"x-match": "any", "h":
 _op = st.tuples(st.booleans(), st.integers(0, 3), _rk, _args)
 
 
-@given(st.sampled_from(sorted(TYPES)), st.lists(_op, max_size=40),
+@given(st.sampled_from(sorted(EXCHANGE_TYPES)), st.lists(_op, max_size=40),
        st.lists(st.tuples(_rk, st.sampled_from([{}, {"h": 1}, {"h": 1.0, "g": "v"},
                                                 {"x-k": "y"}])), min_size=1, max_size=5))
 @settings(max_examples=300)
 def test_incremental_index_equals_scan(type_, ops, probes):
-    ex = TYPES[type_]("x", durable=False)
+    ex = EXCHANGE_TYPES[type_]("x", durable=False)
     dests = [Dest(i) for i in range(4)]
     for add, d, rk, args in ops:
         b = Binding(ex, dests[d], rk, args)
@@ -146,7 +149,8 @@ def test_incremental_index_equals_scan(type_, ops, probes):
         else:
             ex.remove(b.key)
         for prk, headers in probes:
-            got = [id(d) for d in ex.route(prk, headers)]
+            msg = Message("x", prk, C.Basic.Properties(headers=headers).marshal(), b"")
+            got = [id(d) for d in ex.route(msg, (prk,))]
             assert len(got) == len(set(got))   # each destination once
             assert set(got) == reference_route(ex, prk, headers)
         # the destinations' sets hold exactly the exchange's bindings to them
