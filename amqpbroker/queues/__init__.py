@@ -14,7 +14,8 @@ from .classic import Queue
 from .consumer import Consumer
 from .ready import GONE, READY, UNACKED, QueuedMessage
 
-__all__ = ["ACK", "REQUEUE", "REJECT", "REFUSED", "SAFE", "Pending", "QUEUE_ARGS", "QueueArgs", "QueueType",
+__all__ = ["ACK", "REQUEUE", "REJECT", "REFUSED", "SAFE", "Pending", "QUEUE_ARGS", "QueueArgs",
+           "QueueType",
            "DeliverySink", "QueueKind", "QueueStats", "Consumer", "Queue", "QueuedMessage",
            "READY", "UNACKED", "GONE", "KINDS", "register", "kind_of"]
 
