@@ -18,7 +18,7 @@ PERF = PKG.parent / "amqpbroker_perf"
 LAYERS = ["errors", "scheduler", "values", "topictrie", "exchanges", "yamlfile",
           "configschema", "config",
           "framefaults", "wirecheck", "methods", "framing", "message", "confirms",
-          "queues", "store", "vhost",
+          "queues", "store", "queuetimers", "dlx", "vhost",
           "broker", "content", "delivery", "replyto", "publish", "transactions", "topology",
           "channel", "heartbeat", "auth", "handshake", "connection", "listeners",
           "server", "__main__"]
