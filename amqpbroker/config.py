@@ -1,4 +1,5 @@
-"""Configuration: frozen dataclasses with working defaults, strict YAML loading.
+"""Configuration: strict YAML loading into configschema.py's frozen dataclasses (which
+are re-exported here: ``config.Config``, ``config.Limits``, ...).
 
 ``Config()`` is a working development config, the same values as ``conf/broker.yaml``.
 Unknown keys, wrong types and bad values are rejected with one line naming the file, the
@@ -14,10 +15,17 @@ import ipaddress
 import math
 import re
 import typing
-from dataclasses import dataclass, field
 
 from . import yamlfile
+from .configschema import (TLS, BindingDefinition, Config, Definitions, ExchangeDefinition,
+                           Limits, Listen, Permission, QueueDefinition, Server, Storage, User)
 from .exchanges import EXCHANGE_TYPES
+
+__all__ = ["ConfigError", "StartError", "load", "from_dict", "replace", "check_hosts",
+           "check_listen", "SHORTSTR", "MAX_VALUES",
+           # the schema (configschema.py), for callers of config.Config and the like
+           "Config", "Server", "Listen", "TLS", "Limits", "Storage", "User", "Permission",
+           "Definitions", "ExchangeDefinition", "QueueDefinition", "BindingDefinition"]
 
 
 class ConfigError(ValueError):
@@ -34,131 +42,6 @@ class StartError(ConfigError):
         super().__init__(f"{key}: {message}")
         self.key = key
         self.message = message
-
-
-@dataclass(frozen=True)
-class TLS:
-    """amqps on ``listen.hosts`` (issue 11; refused at start until then).  The shape
-    every TLS listener (management, Prometheus) will share."""
-
-    certfile: str
-    keyfile: str
-    port: int | None = 5671
-    password: str | None = None       # of the key file
-    cafile: str | None = None         # CAs that client certificates are checked against
-    verify: str = "none"              # none | peer (check one that is sent) | require
-    min_version: str = "tlsv1.2"      # tlsv1.2 | tlsv1.3
-    ciphers: str | None = None        # OpenSSL cipher list; default: the ssl module's
-
-
-@dataclass(frozen=True)
-class Listen:
-    hosts: tuple[str, ...] = ("127.0.0.1", "::1")  # IPv4 and IPv6 loopback: some clients use [::1]
-    port: int | None = 5672  # null: no plain AMQP listener (then tls must be set)
-    tls: TLS | None = None
-
-
-@dataclass(frozen=True)
-class Limits:
-    frame_max: int = 131072      # RabbitMQ's proposals; smaller client values win
-    channel_max: int = 2047
-    heartbeat: int = 60          # seconds; 0 disables
-    # RabbitMQ 3.x's default (4.x lowered it to 16 MiB): clients' own test suites send
-    # 20+ MB messages, and a broker that refuses them is not a drop-in replacement
-    max_message_size: int = 128 * 1024 * 1024
-    max_connections: int = 0     # 0 = unlimited
-    # memory alarm, as RabbitMQ's vm_memory_high_watermark: when the messages held in
-    # queues need more than this (a fraction of the machine's RAM; 0 disables), publishing
-    # connections are blocked (Connection.Blocked, their sockets are not read) until the
-    # consumers have drained the queues below it
-    memory_high_watermark: float = 0.4
-    memory_high_watermark_bytes: int = 0  # an absolute limit instead, when > 0
-
-
-@dataclass(frozen=True)
-class Server:
-    product: str = "amqpbroker"  # some clients branch on "RabbitMQ"; settable on purpose
-    cluster_name: str = "amqpbroker"
-    log_level: str = "info"
-
-
-@dataclass(frozen=True)
-class Storage:
-    backend: str = "sqlite"  # sqlite: durable (WAL, group commit); memory: nothing survives
-    path: str = "./data"
-
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    password: str | None = None       # plain text, for development
-    password_hash: str | None = None  # RabbitMQ-compatible base64(salt4 + sha256(salt4 + pw))
-    tags: tuple[str, ...] = ()
-    loopback_only: bool = False
-
-
-@dataclass(frozen=True)
-class Permission:
-    user: str
-    vhost: str = "/"
-    configure: str = ".*"
-    write: str = ".*"
-    read: str = ".*"
-
-
-@dataclass(frozen=True)
-class ExchangeDefinition:
-    name: str
-    type: str = "direct"
-    vhost: str = "/"
-    durable: bool = True
-    auto_delete: bool = False
-    internal: bool = False
-    arguments: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class QueueDefinition:
-    name: str
-    vhost: str = "/"
-    durable: bool = True
-    auto_delete: bool = False
-    arguments: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class BindingDefinition:
-    source: str
-    destination: str
-    destination_type: str = "queue"
-    routing_key: str = ""
-    vhost: str = "/"
-    arguments: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Definitions:
-    """Exchanges, queues and bindings declared at start (after recovery), as a client
-    would declare them: an existing entity must be equivalent."""
-
-    exchanges: tuple[ExchangeDefinition, ...] = ()
-    queues: tuple[QueueDefinition, ...] = ()
-    bindings: tuple[BindingDefinition, ...] = ()
-
-
-@dataclass(frozen=True)
-class Config:
-    server: Server = field(default_factory=Server)
-    listen: Listen = field(default_factory=Listen)
-    limits: Limits = field(default_factory=Limits)
-    storage: Storage = field(default_factory=Storage)
-    vhosts: tuple[str, ...] = ("/",)
-    users: tuple[User, ...] = (User("guest", password="guest", tags=("administrator",),
-                                    loopback_only=True),)
-    permissions: tuple[Permission, ...] = (Permission("guest", "/"),)
-    definitions: Definitions = field(default_factory=Definitions)
-
-
 
 
 def _show(value: typing.Any, limit: int = 60) -> str:

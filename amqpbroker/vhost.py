@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import base64
 import os
-
-import logging
 import time
 
 from . import errors, values
 from .confirms import REFUSED, SAFE, join
+from .dlx import dead_letter
 from .exchanges import Binding, DefaultExchange, Exchange, exchange_type
 from .exchanges.routing import route
 from .message import Message
 from .queues import QUEUE_ARGS, QueueArgs, QueueType, kind_of
-from .queues.deadletter import is_cycle, with_death
-from .scheduler import Handle, Scheduler
+from .queuetimers import QueueTimers
+from .scheduler import Scheduler
 from .store import MemoryStore, StoreError
 from .store.base import BindingDef, ExchangeDef, QueueDef
 
 REPLY_TO = "amq.rabbitmq.reply-to"
-
-TIMER_RETRY = 1.0  # seconds: a queue whose timer step failed is tried again this much later
-
-log = logging.getLogger("amqpbroker.vhost")
 
 
 _INT_TYPES = {"byte", "unsignedbyte", "short", "unsignedshort", "signedint", "unsignedint",
@@ -79,8 +74,7 @@ class VirtualHost:
         self.reply_to: dict[str, object] = {}    # direct reply-to: token -> channel
         # the broker's (one for every vhost); a vhost made alone gets its own
         self.scheduler = scheduler if scheduler is not None else Scheduler()
-        # each queue's call in it, and the deadline it is for
-        self._queue_timers: dict[QueueType, tuple[float, Handle]] = {}
+        self.timers = QueueTimers(self)          # the queues' wake-ups in it
         self.default_exchange = DefaultExchange()
         self.default_exchange.create(self)
         for name, type_, internal in (
@@ -278,7 +272,7 @@ class VirtualHost:
                    arg_types) -> QueueType:
         """Through the queue-type registry, by ``x-queue-type``."""
         q = kind_of(args).factory(name, durable, owner, auto_delete, arguments, args,
-                                  self.dead_letter, self._schedule, now, self.store,
+                                  self.dead_letter, self.timers.schedule, now, self.store,
                                   self.name, arg_types)
         self.queues[name] = q
         return q
@@ -291,9 +285,7 @@ class VirtualHost:
         self.queues.pop(q.name, None)
         for b in list(q.bindings):
             self._drop_binding(b)
-        timer = self._queue_timers.pop(q, None)
-        if timer is not None:
-            self.scheduler.cancel(timer[1])
+        self.timers.cancel(q)
         return q.delete()
 
     # ------------------------------------------------------------------ recovery
@@ -384,73 +376,5 @@ class VirtualHost:
     # ------------------------------------------------------------------ dead letters
 
     def dead_letter(self, queue: QueueType, msg: Message, reason: str) -> None:
-        """Republish a message that died in ``queue`` to its dead-letter exchange, with the
-        x-death history RabbitMQ writes.  Queue deletion and expiry never come here.
-
-        Returns once the dead letter is in every target queue (or dropped, as RabbitMQ, when
-        there is no DLX or no target); the caller then drops its copy, in the same store
-        batch.  Raises when it could not be placed: the caller keeps the message (a target
-        that took its copy before the failure keeps it: at least once)."""
-        dlx = queue.args.dlx
-        if dlx is None:
-            return
-        exchange = self.exchanges.get(dlx) if dlx else self.default_exchange
-        if exchange is None:
-            return  # a missing DLX drops the message, as RabbitMQ
-        new, history = with_death(queue.name, queue.args, msg, reason)
-        keys = [queue.args.dlrk] if queue.args.dlrk is not None else msg.routing_keys
-        targets = route(self, exchange, new, keys).queues
-        if reason != "rejected":
-            targets = [q for q in targets if not is_cycle(q.name, history)]
-        now = self.clock()
-        accepted = []
-        try:
-            for q in targets:
-                if q.accept(new, now):  # a ticket (truthy), not REFUSED
-                    accepted.append(q)
-        finally:
-            # the copies are stored: a failure in delivering them no longer concerns the
-            # source, so it is logged here, never raised to it
-            for q in accepted:
-                try:
-                    q.dispatch(now)
-                    q.after_publish(now)
-                except Exception:
-                    log.exception("delivering a dead letter in queue '%s' %s failed",
-                                  q.name, self._in())
-
-    # ------------------------------------------------------------------ timers
-    # A queue's wake-ups (message TTL, x-expires) go through the broker's scheduler: one
-    # call per queue, at its earliest deadline (kept in ``_queue_timers``); an earlier
-    # deadline replaces the call, a later one waits for the queue's own next_deadline().
-
-    def _schedule(self, queue: QueueType, deadline: float) -> None:
-        old = self._queue_timers.get(queue)
-        if old is not None:
-            if old[0] <= deadline:
-                return
-            self.scheduler.cancel(old[1])
-        self._queue_timers[queue] = (
-            deadline, self.scheduler.call_at(deadline, self._queue_timer, queue))
-
-    def _queue_timer(self, q: QueueType) -> None:
-        """Expire messages (TTL) and the queue itself (x-expires) once their time has
-        come.  A queue whose step fails is logged and tried again TIMER_RETRY later."""
-        self._queue_timers.pop(q, None)
-        if q.deleted:
-            return
-        now = self.scheduler.now
-        if now is None:  # (called by hand, not by run_due)
-            now = self.clock()
-        try:
-            if q.on_timer(now):
-                self.delete_queue(q)  # queue expiry never dead-letters
-                return
-            nxt = q.next_deadline()
-        except Exception:
-            log.exception("the timer of queue '%s' %s failed", q.name, self._in())
-            if q.deleted:
-                return
-            nxt = now + TIMER_RETRY
-        if nxt is not None:
-            self._schedule(q, max(nxt, now))
+        """The queues' callback for a message that died: to its DLX (dlx.py)."""
+        dead_letter(self, queue, msg, reason)

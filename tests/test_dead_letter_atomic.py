@@ -22,7 +22,7 @@ from pamqp import frame as pframe
 
 from amqpbroker.broker import Broker
 from amqpbroker.store.sqlite import SQLiteStore
-from amqpbroker import vhost as vhost_module
+from amqpbroker import dlx
 from amqpbroker.vhost import VirtualHost
 from tests.sim import connected, messages, names
 
@@ -80,7 +80,7 @@ def bug(monkeypatch):
     """Dead-lettering fails before any copy is made (a bug in building the dead letter)."""
     def boom(queue, args, msg, reason):
         raise RuntimeError("injected dead-letter failure")
-    monkeypatch.setattr(vhost_module, "with_death", boom)
+    monkeypatch.setattr(dlx, "with_death", boom)
 
 
 def failing_append(store, queue: str):

@@ -13,10 +13,12 @@ PKG = Path(__file__).resolve().parent.parent / "amqpbroker"
 PERF = PKG.parent / "amqpbroker_perf"
 
 # Bottom to top, as in docs/architecture.md. A new module needs a place here (and in
-# docs/architecture.md).  Exchange types sit below config, which names them.
-LAYERS = ["errors", "scheduler", "values", "topictrie", "exchanges", "yamlfile", "config",
+# docs/architecture.md).  Exchange types sit below config, which names them; the config's
+# dataclasses (configschema) below the loader that fills them (config).
+LAYERS = ["errors", "scheduler", "values", "topictrie", "exchanges", "yamlfile",
+          "configschema", "config",
           "framefaults", "wirecheck", "methods", "framing", "message", "confirms",
-          "queues", "store", "vhost",
+          "queues", "store", "queuetimers", "dlx", "vhost",
           "broker", "content", "delivery", "replyto", "publish", "transactions", "topology",
           "channel", "heartbeat", "auth", "handshake", "connection", "listeners",
           "server", "__main__"]

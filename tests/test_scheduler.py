@@ -151,9 +151,9 @@ def test_an_earlier_deadline_replaces_the_queue_call():
     vh = b.vhosts["/"]
     q = vh.declare_queue("q", False, False, False, False, {"x-expires": 5000}, None)
     assert len(b.scheduler) == 1
-    vh._schedule(q, clock.now + 1)             # e.g. a message TTL sooner than x-expires
+    vh.timers.schedule(q, clock.now + 1)             # e.g. a message TTL sooner than x-expires
     assert len(b.scheduler) == 1 and b.scheduler.next_deadline() == clock.now + 1
-    vh._schedule(q, clock.now + 3)             # later: the queue says so itself when due
+    vh.timers.schedule(q, clock.now + 3)             # later: the queue says so itself when due
     assert len(b.scheduler) == 1 and b.scheduler.next_deadline() == clock.now + 1
 
 

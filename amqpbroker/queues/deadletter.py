@@ -1,5 +1,5 @@
 """Dead-lettering's message side: the x-death history RabbitMQ writes on a dead letter,
-and its cycle rule.  Where dead letters go (the DLX's routing) is the vhost's; the queue
+and its cycle rule.  Where dead letters go (the DLX's routing) is dlx.py's; the queue
 decides when a message dies (its ``dead_letter`` callback, see classic.py)."""
 from __future__ import annotations
 
