@@ -5,10 +5,10 @@ import base64
 import hashlib
 import hmac
 import logging
-import re
 
-from . import errors
-from .config import Config, ConfigError, Permission
+from . import access, errors
+from .access import Permissions
+from .config import Config, ConfigError
 from .scheduler import Scheduler
 from .store import MemoryStore, StoreError
 from .vhost import VirtualHost
@@ -31,16 +31,6 @@ def check_password(user, password: str) -> bool:
         return hmac.compare_digest(hash_password(password, raw[:4]), user.password_hash)
     return user.password is not None and hmac.compare_digest(
         user.password.encode(), password.encode("utf-8", "surrogateescape"))
-
-
-class Permissions:
-    """configure / write / read regular expressions of one user on one vhost."""
-
-    def __init__(self, p: Permission):
-        # "" means nothing, as RabbitMQ's "^$"
-        self.configure = re.compile(p.configure or "^$")
-        self.write = re.compile(p.write or "^$")
-        self.read = re.compile(p.read or "^$")
 
 
 class Broker:
@@ -141,10 +131,4 @@ class Broker:
 
     def open_vhost(self, user, vhost: str) -> tuple[VirtualHost, Permissions]:
         vh = self.vhosts.get(vhost)
-        if vh is None:
-            raise errors.NotAllowed(f"vhost {vhost} not found", 10, 40)  # Connection.Open
-        perms = self.permissions.get((user.name, vhost))
-        if perms is None:
-            raise errors.NotAllowed(
-                f"access to vhost '{vhost}' refused for user '{user.name}'", 10, 40)
-        return vh, perms
+        return vh, access.open_vhost(self.permissions, user.name, vhost, vh is not None)

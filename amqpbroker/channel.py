@@ -29,6 +29,8 @@ class Channel(ContentAssembly, Publishing, Delivery, DirectReplyTo, Transactions
         self.number = number
         self.closing = False          # sent Channel.Close, waiting for CloseOk
         self.vhost = conn.vhost
+        # what every access.* check takes first (permissions are fixed for a connection)
+        self.who = (conn.permissions, conn.vhost.name, conn.user.name)
         self.consumers: dict[str, Consumer] = {}
         self._targets: dict[str, object] = {}  # exchange name -> exchange, checks passed
         self.unacked: OrderedDict[int, tuple] = OrderedDict()  # tag -> (delivery, queue)
@@ -81,14 +83,6 @@ class Channel(ContentAssembly, Publishing, Delivery, DirectReplyTo, Transactions
         """A pamqp method object, or a field-less method of ``methods`` (class, method)."""
         self.conn.send(M.simple(self.number, method) if type(method) is tuple
                        else framing.method_frame(self.number, method))
-
-    # ------------------------------------------------------------------ permissions
-
-    def check(self, perm: str, kind: str, name: str) -> None:
-        if not getattr(self.conn.permissions, perm).search(name):
-            raise errors.AccessRefused(
-                f"access to {kind} '{name}' in vhost '{self.vhost.name}' refused for user "
-                f"'{self.conn.user.name}'")
 
     def _queue_name(self, name: str) -> str:
         if name:

@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 from pamqp import commands as C
 
-from . import errors, framing
+from . import access, errors, framing
 from . import methods as M
 from .framing import Settle
 from .message import set_headers, v_long
@@ -129,7 +129,7 @@ class Delivery:
             self._consume_reply_to(m)
             return
         name = self._queue_name(m.queue)
-        self.check("read", "queue", name)  # as RabbitMQ: before the lookup
+        access.consume(*self.who, name)  # as RabbitMQ: before the lookup
         q = self.vhost.get_queue(name, self.conn)
         tag = m.consumer_tag or _ctag()
         if tag in self.consumers:
@@ -157,7 +157,7 @@ class Delivery:
 
     def _basic_get(self, m: C.Basic.Get) -> None:
         name = self._queue_name(m.queue)
-        self.check("read", "queue", name)
+        access.get(*self.who, name)
         q = self.vhost.get_queue(name, self.conn)
         got = q.get(self.vhost.clock(), m.no_ack)
         if got is None:

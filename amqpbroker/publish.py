@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pamqp import commands as C
 
-from . import errors, framing, wirecheck
+from . import access, errors, framing, wirecheck
 from . import methods as M
 from .confirms import SAFE, ConfirmTracker
 from .framing import Publish
@@ -22,7 +22,7 @@ class Publishing:
         permission (before the lookup), existence, not internal.  Cached per channel
         (permissions do not change during a connection; a deleted exchange is a miss)."""
         vhost = self.vhost
-        self.check("write", "exchange", name or "amq.default")
+        access.publish(*self.who, name)
         ex = vhost.exchanges.get(name) if name else vhost.default_exchange
         if ex is None:
             raise errors.NotFound(f"no exchange '{name}' in vhost '{vhost.name}'", 60, 40)
