@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import logging
 
-from . import access, errors
+from . import access, errors, metrics
 from .access import Permissions
 from .config import Config, ConfigError
 from .scheduler import Scheduler
@@ -44,6 +44,8 @@ class Broker:
         self.vhosts = {name: VirtualHost(name, store=self.store, scheduler=self.scheduler)
                        for name in self.config.vhosts}
         self.waiting_sync: set = set()   # channels with confirms parked until a sync
+        # message rates of every counted object, on the scheduler (the server starts it)
+        self.sampler = metrics.RateSampler(self.scheduler, lambda: metrics.broker_objects(self))
         self.memory_alarm = False
         try:
             recovered = self.store.recover()

@@ -16,6 +16,7 @@ from .confirms import ConfirmTracker
 from .content import ContentAssembly
 from .delivery import Delivery
 from .framing import Publish
+from .metrics import ChannelCounters
 from .publish import Publishing
 from .queues import Consumer
 from .replyto import DirectReplyTo
@@ -31,6 +32,7 @@ class Channel(ContentAssembly, Publishing, Delivery, DirectReplyTo, Transactions
         self.vhost = conn.vhost
         # what every access.* check takes first (permissions are fixed for a connection)
         self.who = (conn.permissions, conn.vhost.name, conn.user.name)
+        self.counters = ChannelCounters()
         self.consumers: dict[str, Consumer] = {}
         self._targets: dict[str, object] = {}  # exchange name -> exchange, checks passed
         self.unacked: OrderedDict[int, tuple] = OrderedDict()  # tag -> (delivery, queue)
@@ -108,6 +110,7 @@ class Channel(ContentAssembly, Publishing, Delivery, DirectReplyTo, Transactions
             q.dispatch(now)
         if self.confirms is not None:
             self.confirms.clear()
+        self.vhost.counters.retire(self.counters)  # (release runs once per channel)
 
     # ------------------------------------------------------------------ methods
 

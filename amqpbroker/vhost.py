@@ -13,6 +13,7 @@ from .confirms import REFUSED, SAFE, join
 from .exchanges import Binding, DefaultExchange, Exchange, exchange_type
 from .exchanges.routing import route
 from .message import Message
+from .metrics import VhostCounters
 from .queues import QUEUE_ARGS, QueueArgs, QueueType, kind_of
 from .queues.deadletter import is_cycle, with_death
 from .scheduler import Handle, Scheduler
@@ -81,6 +82,7 @@ class VirtualHost:
         self.scheduler = scheduler if scheduler is not None else Scheduler()
         # each queue's call in it, and the deadline it is for
         self._queue_timers: dict[QueueType, tuple[float, Handle]] = {}
+        self.counters = VhostCounters()          # totals, refreshed off the hot path
         self.default_exchange = DefaultExchange()
         self.default_exchange.create(self)
         for name, type_, internal in (
@@ -363,6 +365,7 @@ class VirtualHost:
             ticket = q.accept(msg, now)
             if not ticket:
                 return REFUSED
+            q.counters.publish += 1
             q.dispatch(now)
             q.after_publish(now)
             return ticket
@@ -372,6 +375,7 @@ class VirtualHost:
             t = q.accept(msg, now)
             if t:
                 accepted.append(q)
+                q.counters.publish += 1
                 if ticket is not REFUSED:
                     ticket = join(ticket, t)
             else:

@@ -14,16 +14,17 @@ PERF = PKG.parent / "amqpbroker_perf"
 
 # Bottom to top, as in docs/architecture.md. A new module needs a place here (and in
 # docs/architecture.md).  Exchange types sit below config, which names them.
-LAYERS = ["errors", "access", "scheduler", "values", "topictrie", "exchanges", "yamlfile", "config",
-          "framefaults", "wirecheck", "methods", "framing", "message", "confirms",
-          "queues", "store", "vhost",
-          "broker", "content", "delivery", "replyto", "publish", "transactions", "topology",
+LAYERS = ["errors", "access", "metrics", "scheduler", "values", "topictrie", "exchanges",
+          "yamlfile", "config", "framefaults", "wirecheck", "methods", "framing", "message",
+          "confirms", "queues", "store", "vhost", "broker", "admin", "definitions",
+          "content", "delivery", "replyto", "publish", "transactions", "topology",
           "channel", "heartbeat", "auth", "handshake", "connection", "listeners",
           "server", "__main__"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
 ANYIO_ALLOWED = {"listeners", "server", "store.sqlite"}
-NO_PAMQP = {"access", "scheduler", "auth", "topictrie", "exchanges", "confirms", "queues", "vhost", "broker"}
+NO_PAMQP = {"access", "metrics", "scheduler", "auth", "topictrie", "exchanges", "confirms",
+            "queues", "vhost", "broker"}
 PACKAGES = {"store", "queues", "exchanges"}  # one layer each, whatever modules they hold
 PACKAGE_ATTRIBUTES = {"__version__"}  # defined in amqpbroker/__init__.py, importable by all
 
