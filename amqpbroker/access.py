@@ -149,3 +149,43 @@ def bind_queue(perms: Permissions, vhost: str, user: str, exchange: str, queue: 
 
 
 unbind_queue = bind_queue
+
+
+# ---------------------------------------------------------------------- management
+# The rules of RabbitMQ's management plugin (rabbit_mgmt_util), for the admin facade and
+# the HTTP API: a user tag decides what a user may see and do beyond its vhosts' rights.
+
+MANAGEMENT_TAGS = frozenset({"management", "policymaker", "monitoring", "administrator"})
+
+
+def management(user: str, tags) -> None:
+    """May use the management interface at all."""
+    if not MANAGEMENT_TAGS.intersection(tags):
+        raise errors.AccessRefused("Not management user")
+
+
+def administrator(user: str, tags) -> None:
+    """Users, permissions, definitions, other users' connections."""
+    if "administrator" not in tags:
+        raise errors.AccessRefused("Not administrator user")
+
+
+def sees_all(tags) -> bool:
+    """Monitoring and administrator users see every vhost and every connection."""
+    return "administrator" in tags or "monitoring" in tags
+
+
+def sees_vhost(permissions: dict, user: str, tags, vhost: str) -> bool:
+    """A vhost appears in a user's listings: it sees all, or has rights there."""
+    return sees_all(tags) or (user, vhost) in permissions
+
+
+def sees_connection(user: str, tags, owner: str | None) -> bool:
+    """A connection (and its channels, consumers) appears: it sees all, or it is its own."""
+    return sees_all(tags) or owner == user
+
+
+def close_connection(user: str, tags, owner: str | None) -> None:
+    """Its own connection, or any as an administrator."""
+    if owner != user and "administrator" not in tags:
+        raise errors.AccessRefused(f"user '{user}' may not close a connection of another user")

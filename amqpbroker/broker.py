@@ -8,7 +8,7 @@ import logging
 
 from . import access, errors, metrics
 from .access import Permissions
-from .config import Config, ConfigError
+from .config import Config, ConfigError, Permission
 from .scheduler import Scheduler
 from .store import MemoryStore, StoreError
 from .vhost import VirtualHost
@@ -130,6 +130,11 @@ class Broker:
         if user.loopback_only and not peer_is_loopback:
             raise errors.AccessRefusedHard(f"user '{username}' can only connect via localhost")
         return user
+
+    def set_permissions(self, p: Permission) -> None:
+        """Give (or replace) a user's rights on a vhost; connections already open keep the
+        rights they opened with (as the channel caches its checks)."""
+        self.permissions[(p.user, p.vhost)] = Permissions(p)
 
     def open_vhost(self, user, vhost: str) -> tuple[VirtualHost, Permissions]:
         vh = self.vhosts.get(vhost)

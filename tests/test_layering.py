@@ -16,7 +16,7 @@ PERF = PKG.parent / "amqpbroker_perf"
 # docs/architecture.md).  Exchange types sit below config, which names them.
 LAYERS = ["errors", "access", "metrics", "scheduler", "values", "topictrie", "exchanges",
           "yamlfile", "config", "framefaults", "wirecheck", "methods", "framing", "message",
-          "confirms", "queues", "store", "vhost", "broker", "admin", "definitions",
+          "confirms", "queues", "store", "vhost", "broker", "definitions", "admin",
           "content", "delivery", "replyto", "publish", "transactions", "topology",
           "channel", "heartbeat", "auth", "handshake", "connection", "listeners",
           "server", "__main__"]
@@ -24,7 +24,7 @@ RANK = {name: i for i, name in enumerate(LAYERS)}
 
 ANYIO_ALLOWED = {"listeners", "server", "store.sqlite"}
 NO_PAMQP = {"access", "metrics", "scheduler", "auth", "topictrie", "exchanges", "confirms",
-            "queues", "vhost", "broker"}
+            "queues", "vhost", "broker", "definitions", "admin"}
 PACKAGES = {"store", "queues", "exchanges"}  # one layer each, whatever modules they hold
 PACKAGE_ATTRIBUTES = {"__version__"}  # defined in amqpbroker/__init__.py, importable by all
 
