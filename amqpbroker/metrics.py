@@ -85,16 +85,18 @@ class QueueCounters(Counters):
 
 class ExchangeCounters(Counters):
     """An exchange's: messages published to it (``publish_in``), the ones it routed
-    (``publish_out``: to a queue, or taken by its type), the ones that reached nothing
-    (``drop_unroutable``), as RabbitMQ's (one per message, not per queue copy)."""
+    (``publish_out``: to a queue, or taken by its type), the ones that reached nothing and
+    were returned (``mandatory``) or dropped, as RabbitMQ's (one per message, not per
+    queue copy)."""
 
-    COUNTED = ("publish_in", "drop_unroutable")
-    FIELDS = ("publish_in", "publish_out", "drop_unroutable")
+    COUNTED = ("publish_in", "return_unroutable", "drop_unroutable")
+    FIELDS = ("publish_in", "publish_out", "return_unroutable", "drop_unroutable")
     __slots__ = COUNTED
 
     @property
     def publish_out(self) -> int:
-        return self.publish_in - self.drop_unroutable  # every message is one or the other
+        # every message is routed, returned or dropped: the common case is not counted
+        return self.publish_in - self.return_unroutable - self.drop_unroutable
 
 
 class ChannelCounters(Counters):

@@ -67,14 +67,15 @@ class Publishing:
             queues, ticket = self.vhost.publish(ex, msg)
             routed = bool(queues)
         if not routed:
-            xc.drop_unroutable += 1
             if pub.mandatory:
+                xc.return_unroutable += 1
                 self.counters.return_unroutable += 1
                 # the return goes out before the confirm (confirms are flushed later)
                 self.conn.send(framing.basic_return(self.number, 312, "NO_ROUTE",
                                                     pub.exchange, pub.routing_key, msg.props,
                                                     msg.body, self.conn.frame_max))
             else:
+                xc.drop_unroutable += 1
                 self.counters.drop_unroutable += 1
         if self.confirms is not None:
             # confirmed when the queues' tickets are settled (a persistent message in a

@@ -32,10 +32,10 @@ def test_publish_counts_on_channel_exchange_and_queue():
     assert c.publish(1, "x", "", b"abcd") == []
     ch = c.conn.channels[1]
     assert ch.counters.publish == 4
-    assert vh.default_exchange.counters.as_dict() == {"publish_in": 3, "publish_out": 3,
-                                                      "drop_unroutable": 0}
-    assert vh.exchanges["x"].counters.as_dict() == {"publish_in": 1, "publish_out": 1,
-                                                  "drop_unroutable": 0}
+    assert vh.default_exchange.counters.as_dict() == {
+        "publish_in": 3, "publish_out": 3, "return_unroutable": 0, "drop_unroutable": 0}
+    assert vh.exchanges["x"].counters.as_dict() == {  # one message, two queue copies
+        "publish_in": 1, "publish_out": 1, "return_unroutable": 0, "drop_unroutable": 0}
     assert vh.queues["q"].counters.publish == 4 and vh.queues["q2"].counters.publish == 1
     # another vhost's default exchange is not this one's
     assert Broker().vhosts["/"].default_exchange.counters.publish_in == 0
@@ -47,10 +47,12 @@ def test_unroutable_returned_or_dropped():
     assert names(frames)[0] == "Basic.Return"
     assert c.publish(1, "amq.direct", "nowhere", b"x") == []
     ch = c.conn.channels[1]
-    assert (ch.counters.publish, ch.counters.return_unroutable, ch.counters.drop_unroutable) == (2, 1, 1)
-    assert vh.default_exchange.counters.drop_unroutable == 1
+    assert (ch.counters.publish, ch.counters.return_unroutable,
+            ch.counters.drop_unroutable) == (2, 1, 1)
+    assert (vh.default_exchange.counters.return_unroutable,
+            vh.default_exchange.counters.drop_unroutable) == (1, 0)
     assert vh.exchanges["amq.direct"].counters.as_dict() == {
-        "publish_in": 1, "publish_out": 0, "drop_unroutable": 1}
+        "publish_in": 1, "publish_out": 0, "return_unroutable": 0, "drop_unroutable": 1}
 
 
 def test_deliveries_gets_acks_and_redeliveries():
@@ -232,7 +234,8 @@ def test_counter_classes_have_rabbitmq_names():
                                                  "get_no_ack", "ack", "redeliver"}
     assert set(metrics.ChannelCounters.FIELDS) >= {"publish", "confirm", "return_unroutable",
                                                    "drop_unroutable"}
-    assert metrics.ExchangeCounters.FIELDS == ("publish_in", "publish_out", "drop_unroutable")
+    assert metrics.ExchangeCounters.FIELDS == ("publish_in", "publish_out", "return_unroutable",
+                                               "drop_unroutable")
     assert isinstance(QueueCounters(), Counters)
     with pytest.raises(AttributeError):  # slots: a typo is an error, not a new counter
         QueueCounters().publsh = 1
