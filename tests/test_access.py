@@ -182,3 +182,24 @@ def test_open_vhost_refused_through_frames():
     c.rpc(0, C.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=0))
     close = close_frame(c.rpc(0, C.Connection.Open(virtual_host="/other")))
     assert (close.reply_code, close.reply_text) == (530, "NOT_ALLOWED - vhost /other not found")
+
+
+def test_management_rules_by_tag():
+    access.management("m", ("management",))
+    access.management("p", ("policymaker", "other"))
+    with pytest.raises(errors.AccessRefused, match="Not management user"):
+        access.management("app", ())
+    access.administrator("a", ("administrator",))
+    with pytest.raises(errors.AccessRefused, match="Not administrator user"):
+        access.administrator("m", ("monitoring",))
+    perms = {("m", "/"): P}
+    assert access.sees_vhost(perms, "m", ("management",), "/")
+    assert not access.sees_vhost(perms, "m", ("management",), "other")
+    assert access.sees_vhost(perms, "x", ("monitoring",), "other")
+    assert access.sees_connection("m", ("management",), "m")
+    assert not access.sees_connection("m", ("management",), "other")
+    assert access.sees_connection("x", ("administrator",), "other")
+    access.close_connection("m", ("management",), "m")
+    access.close_connection("a", ("administrator",), "m")
+    with pytest.raises(errors.AccessRefused):
+        access.close_connection("x", ("monitoring",), "m")  # sees it, may not close it
