@@ -5,9 +5,9 @@ import base64
 import hashlib
 import hmac
 import logging
-import re
 
-from . import errors
+from . import access, errors, metrics
+from .access import Permissions
 from .config import Config, ConfigError, Permission
 from .scheduler import Scheduler
 from .store import MemoryStore, StoreError
@@ -33,16 +33,6 @@ def check_password(user, password: str) -> bool:
         user.password.encode(), password.encode("utf-8", "surrogateescape"))
 
 
-class Permissions:
-    """configure / write / read regular expressions of one user on one vhost."""
-
-    def __init__(self, p: Permission):
-        # "" means nothing, as RabbitMQ's "^$"
-        self.configure = re.compile(p.configure or "^$")
-        self.write = re.compile(p.write or "^$")
-        self.read = re.compile(p.read or "^$")
-
-
 class Broker:
     def __init__(self, config: Config | None = None, store=None):
         """``store``: where durable state lives (the server opens the configured one);
@@ -54,6 +44,8 @@ class Broker:
         self.vhosts = {name: VirtualHost(name, store=self.store, scheduler=self.scheduler)
                        for name in self.config.vhosts}
         self.waiting_sync: set = set()   # channels with confirms parked until a sync
+        # message rates of every counted object, on the scheduler (the server starts it)
+        self.sampler = metrics.RateSampler(self.scheduler, lambda: metrics.broker_objects(self))
         self.memory_alarm = False
         try:
             recovered = self.store.recover()
@@ -139,12 +131,11 @@ class Broker:
             raise errors.AccessRefusedHard(f"user '{username}' can only connect via localhost")
         return user
 
+    def set_permissions(self, p: Permission) -> None:
+        """Give (or replace) a user's rights on a vhost; connections already open keep the
+        rights they opened with (as the channel caches its checks)."""
+        self.permissions[(p.user, p.vhost)] = Permissions(p)
+
     def open_vhost(self, user, vhost: str) -> tuple[VirtualHost, Permissions]:
         vh = self.vhosts.get(vhost)
-        if vh is None:
-            raise errors.NotAllowed(f"vhost {vhost} not found", 10, 40)  # Connection.Open
-        perms = self.permissions.get((user.name, vhost))
-        if perms is None:
-            raise errors.NotAllowed(
-                f"access to vhost '{vhost}' refused for user '{user.name}'", 10, 40)
-        return vh, perms
+        return vh, access.open_vhost(self.permissions, user.name, vhost, vh is not None)

@@ -16,6 +16,7 @@ from .confirms import ConfirmTracker
 from .content import ContentAssembly
 from .delivery import Delivery
 from .framing import Publish
+from .metrics import ChannelCounters
 from .publish import Publishing
 from .queues import Consumer
 from .replyto import DirectReplyTo
@@ -29,6 +30,9 @@ class Channel(ContentAssembly, Publishing, Delivery, DirectReplyTo, Transactions
         self.number = number
         self.closing = False          # sent Channel.Close, waiting for CloseOk
         self.vhost = conn.vhost
+        # what every access.* check takes first (permissions are fixed for a connection)
+        self.who = (conn.permissions, conn.vhost.name, conn.user.name)
+        self.counters = ChannelCounters()
         self.consumers: dict[str, Consumer] = {}
         self._targets: dict[str, object] = {}  # exchange name -> exchange, checks passed
         self.unacked: OrderedDict[int, tuple] = OrderedDict()  # tag -> (delivery, queue)
@@ -82,14 +86,6 @@ class Channel(ContentAssembly, Publishing, Delivery, DirectReplyTo, Transactions
         self.conn.send(M.simple(self.number, method) if type(method) is tuple
                        else framing.method_frame(self.number, method))
 
-    # ------------------------------------------------------------------ permissions
-
-    def check(self, perm: str, kind: str, name: str) -> None:
-        if not getattr(self.conn.permissions, perm).search(name):
-            raise errors.AccessRefused(
-                f"access to {kind} '{name}' in vhost '{self.vhost.name}' refused for user "
-                f"'{self.conn.user.name}'")
-
     def _queue_name(self, name: str) -> str:
         if name:
             return name
@@ -114,6 +110,7 @@ class Channel(ContentAssembly, Publishing, Delivery, DirectReplyTo, Transactions
             q.dispatch(now)
         if self.confirms is not None:
             self.confirms.clear()
+        self.vhost.counters.retire(self.counters)  # (release runs once per channel)
 
     # ------------------------------------------------------------------ methods
 

@@ -11,6 +11,7 @@ from pamqp import commands as C
 from . import auth, errors, framefaults, framing, heartbeat, wirecheck
 from .channel import Channel
 from .handshake import AWAIT_HEADER, AWAIT_OPEN, AWAIT_START_OK, CLOSED, CLOSING, OPEN, Handshake
+from .metrics import ConnectionCounters
 
 log = logging.getLogger("amqpbroker.connection")
 
@@ -60,6 +61,7 @@ class Connection(Handshake):
         self.handshake_deadline = now + HANDSHAKE_TIMEOUT
         self.blocked = False            # by a resource alarm: its socket is not read
         self.publisher = False          # has published: resource alarms block it
+        self.counters = ConnectionCounters()
 
     # ------------------------------------------------------------------ I/O surface
 
@@ -81,6 +83,7 @@ class Connection(Handshake):
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
         self._out = []
         self._out_size = 0
+        self.counters.send_oct += len(data)
         if data is framing.HEARTBEAT:  # as RabbitMQ's: heartbeats do not count as sent
             pass
         elif now is None:
@@ -106,6 +109,7 @@ class Connection(Handshake):
         if self.state == CLOSED or self.should_close:
             return
         self.last_recv = now
+        self.counters.recv_oct += len(data)
         self._in_receive = True
         try:
             self._receive(data, now)
@@ -330,7 +334,9 @@ class Connection(Handshake):
             except Exception:
                 log.exception("deleting exclusive queue '%s' of the connection from %s failed",
                               q.name, self.peer)
-        self.broker.connections.discard(self)
+        if self in self.broker.connections:  # (once: teardown is idempotent)
+            self.broker.connections.discard(self)
+            self.vhost.counters.retire(self.counters)
 
     def connection_lost(self) -> None:
         """The socket is gone (EOF, reset, heartbeat timeout): clean up synchronously."""

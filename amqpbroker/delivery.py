@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 from pamqp import commands as C
 
-from . import errors, framing
+from . import access, errors, framing
 from . import methods as M
 from .framing import Settle
 from .message import set_headers, v_long
@@ -36,6 +36,14 @@ class Delivery:
         self.next_tag = tag + 1
         if not consumer.no_ack:
             self.unacked[tag] = (qm, queue)
+            self.counters.deliver += 1
+            queue.counters.deliver += 1
+        else:
+            self.counters.deliver_no_ack += 1
+            queue.counters.deliver_no_ack += 1
+        if qm.redelivered:
+            self.counters.redeliver += 1
+            queue.counters.redeliver += 1
         msg = qm.msg
         if qm.delivery_count:
             self.conn.send(framing.deliver(self.number, consumer.tag, tag, qm.redelivered,
@@ -75,6 +83,8 @@ class Delivery:
     def _apply_settle(self, m: Settle, entries: list, touched: dict) -> None:
         """Settle (tag, (delivery, queue)) entries, one batch per queue."""
         outcome = ACK if m.index == framing.BASIC_ACK else REQUEUE if m.requeue else REJECT
+        if outcome == ACK:
+            self.counters.ack += len(entries)
         _settle_batches(entries, outcome, touched)
 
     def _redispatch(self, touched: dict[int, QueueType] | None = None) -> None:
@@ -129,7 +139,7 @@ class Delivery:
             self._consume_reply_to(m)
             return
         name = self._queue_name(m.queue)
-        self.check("read", "queue", name)  # as RabbitMQ: before the lookup
+        access.consume(*self.who, name)  # as RabbitMQ: before the lookup
         q = self.vhost.get_queue(name, self.conn)
         tag = m.consumer_tag or _ctag()
         if tag in self.consumers:
@@ -157,10 +167,13 @@ class Delivery:
 
     def _basic_get(self, m: C.Basic.Get) -> None:
         name = self._queue_name(m.queue)
-        self.check("read", "queue", name)
+        access.get(*self.who, name)
         q = self.vhost.get_queue(name, self.conn)
         got = q.get(self.vhost.clock(), m.no_ack)
+        counters, qc = self.counters, q.counters
         if got is None:
+            counters.get_empty += 1
+            qc.get_empty += 1
             self.send_method(M.BASIC_GET_EMPTY)
             return
         qm, remaining = got
@@ -168,6 +181,14 @@ class Delivery:
         self.next_tag = tag + 1
         if not m.no_ack:
             self.unacked[tag] = (qm, q)
+            counters.get += 1
+            qc.get += 1
+        else:
+            counters.get_no_ack += 1
+            qc.get_no_ack += 1
+        if qm.redelivered:
+            counters.redeliver += 1
+            qc.redeliver += 1
         msg = qm.msg
         self.conn.send(framing.get_ok(self.number, tag, qm.redelivered, msg.exchange,
                                       msg.routing_key, remaining, _props(qm), msg.body,
@@ -200,6 +221,8 @@ def _settle_batches(entries, outcome: int, touched: dict) -> None:
             batches[id(queue)] = b = (queue, [])
         b[1].append(qm)
     for queue, batch in batches.values():
+        if outcome == ACK:
+            queue.counters.ack += len(batch)
         queue.settle(batch, outcome)
         if not queue.deleted:
             touched[id(queue)] = queue

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pamqp import commands as C
 
-from . import errors, framing, wirecheck
+from . import access, errors, framing, wirecheck
 from . import methods as M
 from .confirms import SAFE, ConfirmTracker
 from .framing import Publish
@@ -22,7 +22,7 @@ class Publishing:
         permission (before the lookup), existence, not internal.  Cached per channel
         (permissions do not change during a connection; a deleted exchange is a miss)."""
         vhost = self.vhost
-        self.check("write", "exchange", name or "amq.default")
+        access.publish(*self.who, name)
         ex = vhost.exchanges.get(name) if name else vhost.default_exchange
         if ex is None:
             raise errors.NotFound(f"no exchange '{name}' in vhost '{vhost.name}'", 60, 40)
@@ -58,16 +58,25 @@ class Publishing:
         self._route(pub, ex, msg)
 
     def _route(self, pub: Publish, ex, msg: Message) -> None:
+        xc = ex.counters
+        xc.publish_in += 1
+        self.counters.publish += 1
         if not ex.name and msg.routing_key.startswith(REPLY_TO_PREFIX):
             routed, ticket = self._reply(msg), SAFE
         else:
             queues, ticket = self.vhost.publish(ex, msg)
             routed = bool(queues)
-        if not routed and pub.mandatory:
-            # the return goes out before the confirm (confirms are flushed later)
-            self.conn.send(framing.basic_return(self.number, 312, "NO_ROUTE", pub.exchange,
-                                                pub.routing_key, msg.props, msg.body,
-                                                self.conn.frame_max))
+        if not routed:
+            if pub.mandatory:
+                xc.return_unroutable += 1
+                self.counters.return_unroutable += 1
+                # the return goes out before the confirm (confirms are flushed later)
+                self.conn.send(framing.basic_return(self.number, 312, "NO_ROUTE",
+                                                    pub.exchange, pub.routing_key, msg.props,
+                                                    msg.body, self.conn.frame_max))
+            else:
+                xc.drop_unroutable += 1
+                self.counters.drop_unroutable += 1
         if self.confirms is not None:
             # confirmed when the queues' tickets are settled (a persistent message in a
             # durable queue: after the sync that covers it), in publish order
@@ -108,7 +117,9 @@ class Publishing:
                 self.conn.broker.waiting_sync.add(self)
         if confirms is None or not confirms.entries:
             return
+        before = len(confirms.entries)
         for seq, multiple, ack in confirms.release():
             self.conn.send(framing.confirm(self.number, seq, multiple, ack))
+        self.counters.confirm += before - len(confirms.entries)
         if confirms.entries:
             self.conn.broker.waiting_sync.add(self)

@@ -173,6 +173,7 @@ class Server:
         guard = _Guard("the timer (message TTL, queue expiry)")
         scheduler = self.broker.scheduler
         scheduler.on_change = bell.ring
+        self.broker.sampler.start(time.monotonic())  # message rates, every metrics.INTERVAL
         while True:
             try:
                 deadline = scheduler.next_deadline()

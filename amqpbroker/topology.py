@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pamqp import commands as C
 
-from . import errors
+from . import access, errors
 from . import methods as M
 from .vhost import REPLY_TO
 
@@ -15,12 +15,8 @@ class Topology:
         if m.passive:
             self.vhost.declare_exchange(name, m.exchange_type, True, False, False, False, {})
         else:
-            self.check("configure", "exchange", name or "amq.default")
             args = m.arguments or {}
-            ae = args.get("alternate-exchange")
-            if isinstance(ae, str) and name not in self.vhost.exchanges:
-                self.check("read", "exchange", name)
-                self.check("write", "exchange", ae)
+            access.declare_exchange(*self.who, name, args, name in self.vhost.exchanges)
             self.vhost.declare_exchange(name, m.exchange_type, False, m.durable,
                                         m.auto_delete, m.internal, args,
                                         getattr(m, "arg_types", None))
@@ -28,7 +24,7 @@ class Topology:
             self.send_method(M.EXCHANGE_DECLARE_OK)
 
     def _exchange_delete(self, m: C.Exchange.Delete) -> None:
-        self.check("configure", "exchange", m.exchange or "amq.default")
+        access.delete_exchange(*self.who, m.exchange)
         self.vhost.delete_exchange(m.exchange, m.if_unused)
         if not m.nowait:
             self.send_method(M.EXCHANGE_DELETE_OK)
@@ -36,10 +32,7 @@ class Topology:
     def _exchange_bind(self, m) -> None:
         vh = self.vhost
         binding = m.name == "Exchange.Bind"
-        if m.destination == "" or m.source == "":
-            raise errors.AccessRefused("operation not permitted on the default exchange")
-        self.check("write", "exchange", m.destination)
-        self.check("read", "exchange", m.source)
+        access.bind_exchange(*self.who, m.source, m.destination)
         if binding:
             dest = vh.get_exchange(m.destination)
             vh.get_exchange(m.source)
@@ -66,17 +59,7 @@ class Topology:
         if not m.passive:
             # a server-named queue is checked under a generated amq.gen-... name, as RabbitMQ
             checked = name or vh.new_queue_name()
-            self.check("configure", "queue", checked)
-            dlx = (m.arguments or {}).get("x-dead-letter-exchange")
-            if dlx is not None and not isinstance(dlx, str):  # rabbit_channel's check_dlx
-                type_name = (getattr(m, "arg_types", None) or {}).get(
-                    "x-dead-letter-exchange", type(dlx).__name__)
-                raise errors.PreconditionFailed(
-                    f"invalid type '{type_name}' for arg 'x-dead-letter-exchange' in queue "
-                    f"'{name}' in vhost '{vh.name}'")
-            if isinstance(dlx, str):  # as RabbitMQ: read on the queue, write on the DLX
-                self.check("read", "queue", checked)
-                self.check("write", "exchange", dlx or "amq.default")
+            access.declare_queue(*self.who, checked, m.arguments, getattr(m, "arg_types", None))
         q = vh.declare_queue(name, m.passive, m.durable, m.exclusive, m.auto_delete,
                              m.arguments or {}, self.conn, getattr(m, "arg_types", None))
         if q.exclusive_owner is self.conn:
@@ -93,10 +76,7 @@ class Topology:
         rk = m.routing_key
         if not m.queue and not rk:
             rk = name
-        if m.exchange == "":
-            raise errors.AccessRefused("operation not permitted on the default exchange")
-        self.check("write", "queue", name)
-        self.check("read", "exchange", m.exchange)
+        access.bind_queue(*self.who, m.exchange, name)
         if binding:
             q = vh.get_queue(name, self.conn)
             vh.get_exchange(m.exchange)
@@ -112,7 +92,7 @@ class Topology:
 
     def _queue_purge(self, m: C.Queue.Purge) -> None:
         name = self._queue_name(m.queue)
-        self.check("read", "queue", name)
+        access.purge_queue(*self.who, name)
         q = self.vhost.get_queue(name, self.conn)
         n = q.purge()
         if not m.nowait:
@@ -121,7 +101,7 @@ class Topology:
     def _queue_delete(self, m: C.Queue.Delete) -> None:
         name = self._queue_name(m.queue)
         vh = self.vhost
-        self.check("configure", "queue", name)  # a missing queue too, as RabbitMQ
+        access.delete_queue(*self.who, name)  # a missing queue too, as RabbitMQ
         q = vh.queues.get(name)
         n = 0
         if q is not None:

@@ -12,6 +12,7 @@ from .dlx import dead_letter
 from .exchanges import Binding, DefaultExchange, Exchange, exchange_type
 from .exchanges.routing import route
 from .message import Message
+from .metrics import VhostCounters
 from .queues import QUEUE_ARGS, QueueArgs, QueueType, kind_of
 from .queuetimers import QueueTimers
 from .scheduler import Scheduler
@@ -75,6 +76,7 @@ class VirtualHost:
         # the broker's (one for every vhost); a vhost made alone gets its own
         self.scheduler = scheduler if scheduler is not None else Scheduler()
         self.timers = QueueTimers(self)          # the queues' wake-ups in it
+        self.counters = VhostCounters()          # totals, refreshed off the hot path
         self.default_exchange = DefaultExchange()
         self.default_exchange.create(self)
         for name, type_, internal in (
@@ -355,6 +357,7 @@ class VirtualHost:
             ticket = q.accept(msg, now)
             if not ticket:
                 return REFUSED
+            q.counters.publish += 1
             q.dispatch(now)
             q.after_publish(now)
             return ticket
@@ -364,6 +367,7 @@ class VirtualHost:
             t = q.accept(msg, now)
             if t:
                 accepted.append(q)
+                q.counters.publish += 1
                 if ticket is not REFUSED:
                     ticket = join(ticket, t)
             else:

@@ -15,17 +15,18 @@ PERF = PKG.parent / "amqpbroker_perf"
 # Bottom to top, as in docs/architecture.md. A new module needs a place here (and in
 # docs/architecture.md).  Exchange types sit below config, which names them; the config's
 # dataclasses (configschema) below the loader that fills them (config).
-LAYERS = ["errors", "scheduler", "values", "topictrie", "exchanges", "yamlfile",
-          "configschema", "config",
+LAYERS = ["errors", "access", "metrics", "scheduler", "values", "topictrie", "exchanges",
+          "yamlfile", "configschema", "config",
           "framefaults", "wirecheck", "methods", "framing", "message", "confirms",
-          "queues", "store", "queuetimers", "dlx", "vhost",
-          "broker", "content", "delivery", "replyto", "publish", "transactions", "topology",
+          "queues", "store", "queuetimers", "dlx", "vhost", "broker", "definitions", "admin",
+          "content", "delivery", "replyto", "publish", "transactions", "topology",
           "channel", "heartbeat", "auth", "handshake", "connection", "listeners",
           "server", "__main__"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
 ANYIO_ALLOWED = {"listeners", "server", "store.sqlite"}
-NO_PAMQP = {"scheduler", "auth", "topictrie", "exchanges", "confirms", "queues", "vhost", "broker"}
+NO_PAMQP = {"access", "metrics", "scheduler", "auth", "topictrie", "exchanges", "confirms",
+            "queues", "vhost", "broker", "definitions", "admin"}
 PACKAGES = {"store", "queues", "exchanges"}  # one layer each, whatever modules they hold
 PACKAGE_ATTRIBUTES = {"__version__"}  # defined in amqpbroker/__init__.py, importable by all
 

@@ -17,6 +17,7 @@ as RabbitMQ's rabbit_exchange_type callbacks:
 from __future__ import annotations
 
 from .. import errors
+from ..metrics import ExchangeCounters
 
 
 def _canon(value):
@@ -115,6 +116,7 @@ class Exchange:
         self.incoming: dict[Binding, None] = {}   # bindings to this exchange
         self.e2e = 0
         self.deleted = False
+        self.counters = ExchangeCounters()  # counted by the channels that publish here
 
     @property
     def alternate_exchange(self) -> str | None:

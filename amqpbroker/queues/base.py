@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:
+    from ..metrics import QueueCounters
     from .args import QueueArgs
 
 # settle() outcomes: Basic.Ack; Basic.Nack/Reject with requeue; without requeue
@@ -68,6 +69,9 @@ class QueueType(Protocol):
     args: "QueueArgs"          # the arguments as parsed (args.py): the vhost reads the DLX
     bindings: dict             # bindings to this queue (the vhost's routing keeps it)
     deleted: bool
+    # plain message counters (metrics.QueueCounters): the vhost and the channels count,
+    # the type only holds them
+    counters: "QueueCounters"
 
     # ---- supply
     def accept(self, msg, now: float):

@@ -20,6 +20,7 @@ import logging
 
 from .. import errors
 from ..message import Message
+from ..metrics import QueueCounters
 from .args import QueueArgs
 from .base import ACK, REFUSED, REQUEUE, SAFE, QueueStats
 from .consumer import Consumer, Consumers
@@ -70,6 +71,7 @@ class Queue:
         self._expiry: list[tuple[float, QueuedMessage]] = []  # heap of message deadlines
         self.last_used = now                      # for x-expires
         self._undead: set[int] = set()  # seqs whose dead-lettering failed: not tried again
+        self.counters = QueueCounters()  # counted by the vhost and the channels
 
     # ------------------------------------------------------------------ supply
 

@@ -1,0 +1,364 @@
+"""A synchronous facade over the broker, for the management HTTP API and a CLI (issue 12):
+list and inspect every object in RabbitMQ's JSON shapes and field names, declare and
+delete, bind and unbind, purge, close a connection, export and import definitions.
+
+It goes through the vhosts' public methods, which validate as a client's declaration is
+validated (same errors, same texts), and reads queues only through the queue-type seam
+(``stats()``, ``counters``, the declaration attributes).  Given a ``user``, every call first
+applies that user's rules from ``access`` (vhost rights as the channel checks them, then the
+management tags), so the HTTP API refuses what AMQP refuses; without one (the CLI, tests)
+nothing is checked.  Errors are ``errors.AMQPError`` (NotFound, AccessRefused,
+PreconditionFailed...): the HTTP layer maps their codes.  Event-loop thread only."""
+from __future__ import annotations
+
+import time
+
+from . import __version__, access, definitions, errors, metrics
+from .definitions import json_value
+from .exchanges import Exchange
+
+NODE = "amqpbroker"  # RabbitMQ's "node" fields: there is one
+
+
+class Admin:
+    def __init__(self, broker, user: str | None = None):
+        """``user``: whose rights apply (a management-tagged user), or None for none."""
+        self.broker = broker
+        self.user = user
+        self.tags: tuple = ()
+        if user is not None:
+            u = broker.users.get(user)
+            if u is None:
+                raise errors.AccessRefused(f"user '{user}' does not exist")
+            self.tags = tuple(u.tags)
+            access.management(user, self.tags)
+
+    # ------------------------------------------------------------------ rules
+
+    def _admin_only(self) -> None:
+        if self.user is not None:
+            access.administrator(self.user, self.tags)
+
+    def _sees(self, vhost: str) -> bool:
+        return self.user is None or access.sees_vhost(self.broker.permissions, self.user,
+                                                      self.tags, vhost)
+
+    def _sees_conn(self, conn) -> bool:
+        return self.user is None or access.sees_connection(self.user, self.tags,
+                                                           _user_name(conn))
+
+    def _check(self, rule, vhost: str, *args) -> None:
+        """A channel rule (access.declare_queue, ...) with the user's rights on ``vhost``."""
+        if self.user is not None:
+            perms = access.open_vhost(self.broker.permissions, self.user, vhost,
+                                      vhost in self.broker.vhosts)
+            rule(perms, vhost, self.user, *args)
+
+    def _vhost(self, name: str):
+        vh = self.broker.vhosts.get(name)
+        if vh is None or not self._sees(name):
+            raise errors.NotFound(f"no vhost '{name}'")
+        return vh
+
+    def _vhosts(self, vhost: str | None) -> list:
+        if vhost is not None:
+            return [self._vhost(vhost)]
+        return [vh for n, vh in sorted(self.broker.vhosts.items()) if self._sees(n)]
+
+    def _queue(self, vhost: str, name: str):
+        q = self._vhost(vhost).queues.get(name)
+        if q is None:
+            raise errors.NotFound(f"no queue '{name}' in vhost '{vhost}'")
+        return q
+
+    def _exchange(self, vhost: str, name: str):
+        vh = self._vhost(vhost)
+        ex = vh.exchanges.get(name) if name else vh.default_exchange
+        if ex is None:
+            raise errors.NotFound(f"no exchange '{name}' in vhost '{vhost}'")
+        return ex
+
+    def _connections(self) -> list:
+        return sorted((c for c in self.broker.connections if self._sees_conn(c)),
+                      key=connection_name)
+
+    def _connection(self, name: str):
+        for conn in self._connections():
+            if connection_name(conn) == name:
+                return conn
+        raise errors.NotFound(f"no connection '{name}'")
+
+    # ------------------------------------------------------------------ reading
+
+    def overview(self) -> dict:
+        vhosts = self.vhosts()  # (refreshes the totals)
+        chans, conns = metrics.ChannelCounters(), metrics.ConnectionCounters()
+        for vh in self._vhosts(None):
+            chans.add(vh.counters.channels)
+            conns.add(vh.counters.connections)
+        connections = self._connections()
+        return {
+            "product_name": "amqpbroker", "product_version": __version__,
+            "rabbitmq_version": definitions.RABBIT_VERSION, "node": NODE,
+            "message_stats": metrics.message_stats(chans),
+            "recv_oct": conns.recv_oct, "send_oct": conns.send_oct,
+            "queue_totals": {k: sum(v[k] for v in vhosts) for k in
+                             ("messages", "messages_ready", "messages_unacknowledged")},
+            "object_totals": {
+                "connections": len(connections),
+                "channels": sum(len(c.channels) for c in connections),
+                "consumers": sum(q.stats().consumers for vh in self._vhosts(None)
+                                 for q in vh.queues.values()),
+                "exchanges": sum(len(vh.exchanges) + 1 for vh in self._vhosts(None)),
+                "queues": sum(len(vh.queues) for vh in self._vhosts(None))},
+        }
+
+    def vhosts(self) -> list[dict]:
+        metrics.refresh(self.broker)
+        out = []
+        for vh in self._vhosts(None):
+            stats = [q.stats() for q in vh.queues.values()]
+            ready = sum(s.messages for s in stats)
+            unacked = sum(s.unacked for s in stats)
+            c = vh.counters.connections
+            out.append({
+                "name": vh.name, "tracing": False, "messages": ready + unacked,
+                "messages_ready": ready, "messages_unacknowledged": unacked,
+                "message_stats": metrics.message_stats(vh.counters.channels),
+                "recv_oct": c.recv_oct, "recv_oct_details": {"rate": c.rate("recv_oct")},
+                "send_oct": c.send_oct, "send_oct_details": {"rate": c.rate("send_oct")}})
+        return out
+
+    def vhost(self, name: str) -> dict:
+        self._vhost(name)
+        return next(v for v in self.vhosts() if v["name"] == name)
+
+    def users(self) -> list[dict]:
+        self._admin_only()
+        return [{"name": u.name, "tags": list(u.tags),
+                 "password_hash": definitions.password_hash(u),
+                 "hashing_algorithm": definitions.HASHING}
+                for _n, u in sorted(self.broker.users.items())]
+
+    def permissions(self, vhost: str | None = None, user: str | None = None) -> list[dict]:
+        self._admin_only()
+        return [{"user": u, "vhost": v, "configure": p.patterns[0], "write": p.patterns[1],
+                 "read": p.patterns[2]}
+                for (u, v), p in sorted(self.broker.permissions.items())
+                if (vhost is None or v == vhost) and (user is None or u == user)]
+
+    def exchanges(self, vhost: str | None = None) -> list[dict]:
+        return [_exchange_info(vh.name, ex) for vh in self._vhosts(vhost)
+                for ex in [vh.default_exchange, *sorted(vh.exchanges.values(),
+                                                        key=lambda e: e.name)]]
+
+    def exchange(self, vhost: str, name: str) -> dict:
+        return _exchange_info(vhost, self._exchange(vhost, name))
+
+    def queues(self, vhost: str | None = None) -> list[dict]:
+        return [_queue_info(vh.name, q) for vh in self._vhosts(vhost)
+                for q in sorted(vh.queues.values(), key=lambda q: q.name)]
+
+    def queue(self, vhost: str, name: str) -> dict:
+        return _queue_info(vhost, self._queue(vhost, name))
+
+    def bindings(self, vhost: str | None = None) -> list[dict]:
+        """The default exchange's implicit binding of every queue first, as RabbitMQ."""
+        out = []
+        for vh in self._vhosts(vhost):
+            for q in sorted(vh.queues.values(), key=lambda q: q.name):
+                out.append(_binding_info(vh.name, "", q, q.name, {}))
+            for ex in sorted(vh.exchanges.values(), key=lambda e: e.name):
+                for b in ex.bindings.values():
+                    out.append(_binding_info(vh.name, ex.name, b.destination, b.routing_key,
+                                             b.arguments))
+        return out
+
+    def connections(self) -> list[dict]:
+        return [_connection_info(c) for c in self._connections()]
+
+    def connection(self, name: str) -> dict:
+        return _connection_info(self._connection(name))
+
+    def channels(self, connection: str | None = None) -> list[dict]:
+        conns = self._connections() if connection is None else [self._connection(connection)]
+        return [_channel_info(conn, ch) for conn in conns
+                for _n, ch in sorted(conn.channels.items())]
+
+    def consumers(self, vhost: str | None = None) -> list[dict]:
+        out = []
+        for conn in self._connections():
+            if vhost is not None and conn.vhost.name != vhost:
+                continue
+            for _n, ch in sorted(conn.channels.items()):
+                for c in ch.consumers.values():
+                    out.append({
+                        "consumer_tag": c.tag, "exclusive": c.exclusive,
+                        "ack_required": not c.no_ack, "prefetch_count": c.prefetch,
+                        "priority": c.priority, "arguments": json_value(dict(c.arguments)),
+                        "active": True, "activity_status": "up",
+                        "queue": {"name": c.queue.name, "vhost": conn.vhost.name},
+                        "channel_details": _channel_ref(conn, ch)})
+        return out
+
+    # ------------------------------------------------------------------ changing
+
+    def declare_exchange(self, vhost: str, name: str, type: str = "direct",
+                         durable: bool = True, auto_delete: bool = False,
+                         internal: bool = False, arguments: dict | None = None) -> dict:
+        vh = self._vhost(vhost)
+        args = dict(arguments or {})
+        self._check(access.declare_exchange, vhost, name, args, name in vh.exchanges)
+        vh.declare_exchange(name, type, False, durable, auto_delete, internal, args)
+        return self.exchange(vhost, name)
+
+    def delete_exchange(self, vhost: str, name: str, if_unused: bool = False) -> None:
+        self._check(access.delete_exchange, vhost, name)
+        vh = self._vhost(vhost)
+        if name and name not in vh.exchanges:
+            raise errors.NotFound(f"no exchange '{name}' in vhost '{vhost}'")
+        vh.delete_exchange(name, if_unused)
+
+    def declare_queue(self, vhost: str, name: str, durable: bool = True,
+                      auto_delete: bool = False, arguments: dict | None = None) -> dict:
+        vh = self._vhost(vhost)
+        args = dict(arguments or {})
+        name = name or vh.new_queue_name()
+        self._check(access.declare_queue, vhost, name, args)
+        vh.declare_queue(name, False, durable, False, auto_delete, args, None)
+        return self.queue(vhost, name)
+
+    def delete_queue(self, vhost: str, name: str, if_unused: bool = False,
+                     if_empty: bool = False) -> int:
+        """Whatever its owner (an exclusive queue too, as the management API); its
+        consumers are cancelled.  Returns how many messages it held ready."""
+        self._check(access.delete_queue, vhost, name)
+        q = self._queue(vhost, name)
+        if if_unused and q.consumer_count:
+            raise errors.PreconditionFailed(f"queue '{name}' in vhost '{vhost}' in use")
+        if if_empty and q.message_count:
+            raise errors.PreconditionFailed(f"queue '{name}' in vhost '{vhost}' not empty")
+        return self._vhost(vhost).delete_queue(q)
+
+    def purge_queue(self, vhost: str, name: str) -> int:
+        self._check(access.purge_queue, vhost, name)
+        return self._queue(vhost, name).purge()
+
+    def bind(self, vhost: str, source: str, destination: str, destination_type: str = "queue",
+             routing_key: str = "", arguments: dict | None = None) -> dict:
+        vh, dest = self._binding_ends(vhost, source, destination, destination_type)
+        vh.bind(source, dest, routing_key, dict(arguments or {}))
+        return _binding_info(vhost, source, dest, routing_key, arguments or {})
+
+    def unbind(self, vhost: str, source: str, destination: str,
+               destination_type: str = "queue", routing_key: str = "",
+               arguments: dict | None = None) -> None:
+        vh, dest = self._binding_ends(vhost, source, destination, destination_type)
+        vh.unbind(source, dest, routing_key, dict(arguments or {}))
+
+    def _binding_ends(self, vhost, source, destination, destination_type):
+        if destination_type == "queue":
+            self._check(access.bind_queue, vhost, source, destination)
+            return self._vhost(vhost), self._queue(vhost, destination)
+        if destination_type == "exchange":
+            self._check(access.bind_exchange, vhost, source, destination)
+            return self._vhost(vhost), self._exchange(vhost, destination)
+        raise errors.PreconditionFailed(f"unknown destination type '{destination_type}'")
+
+    def close_connection(self, name: str, reason: str = "Closed via management plugin",
+                         now: float | None = None) -> None:
+        """As RabbitMQ's DELETE /api/connections/{name}: Connection.Close 320
+        CONNECTION_FORCED with the reason; the edge writes it (the connection wakes its
+        writer) and drops the socket after Close-Ok or the close timeout."""
+        conn = self._connection(name)
+        if self.user is not None:
+            access.close_connection(self.user, self.tags, _user_name(conn))
+        conn.close(320, f"CONNECTION_FORCED - {reason}", 0, 0,
+                   time.monotonic() if now is None else now)
+
+    # ------------------------------------------------------------------ definitions
+
+    def export_definitions(self, vhost: str | None = None) -> dict:
+        """RabbitMQ's definitions JSON; per vhost, its topology only (definitions.py)."""
+        self._admin_only()
+        if vhost is not None:
+            self._vhost(vhost)
+        return definitions.export(self.broker, vhost)
+
+    def import_definitions(self, defs: dict, vhost: str | None = None) -> None:
+        self._admin_only()
+        if vhost is not None:
+            self._vhost(vhost)
+        definitions.apply(self.broker, defs, vhost)
+
+
+# ---------------------------------------------------------------------- shapes
+
+def connection_name(conn) -> str:
+    """RabbitMQ's: "peer host:port -> local host:port"."""
+    p, lo = conn.transport.peer, conn.transport.local
+    return f"{p[0]}:{p[1]} -> {lo[0]}:{lo[1]}"
+
+
+def _user_name(conn) -> str | None:
+    return conn.user.name if conn.user is not None else None
+
+
+def _queue_info(vhost: str, q) -> dict:
+    st = q.stats()
+    owner = q.exclusive_owner
+    return {
+        "name": q.name, "vhost": vhost, "durable": q.durable, "auto_delete": q.auto_delete,
+        "exclusive": owner is not None, "arguments": json_value(dict(q.arguments)),
+        "type": q.args.queue_type, "state": "running", "node": NODE,
+        "owner_pid_details": {"name": connection_name(owner)} if owner is not None else {},
+        "messages": st.messages + st.unacked, "messages_ready": st.messages,
+        "messages_unacknowledged": st.unacked, "message_bytes_ready": st.message_bytes,
+        "consumers": st.consumers, "message_stats": metrics.message_stats(q.counters)}
+
+
+def _exchange_info(vhost: str, ex) -> dict:
+    info = {"name": ex.name, "vhost": vhost, "type": ex.type, "durable": ex.durable,
+            "auto_delete": ex.auto_delete, "internal": ex.internal,
+            "arguments": json_value(dict(ex.arguments)),
+            "message_stats": metrics.message_stats(ex.counters)}
+    if not ex.name:
+        info["user_who_performed_action"] = "rmq-internal"
+    return info
+
+
+def _binding_info(vhost: str, source: str, dest, routing_key: str, arguments) -> dict:
+    return {"source": source, "vhost": vhost, "destination": dest.name,
+            "destination_type": "exchange" if isinstance(dest, Exchange) else "queue",
+            "routing_key": routing_key, "arguments": json_value(dict(arguments))}
+
+
+def _connection_info(conn) -> dict:
+    c, t = conn.counters, conn.transport
+    return {
+        "name": connection_name(conn), "node": NODE, "type": "network",
+        "state": "blocked" if conn.blocked else "running", "user": _user_name(conn),
+        "vhost": conn.vhost.name if conn.vhost is not None else None,
+        "peer_host": t.peer[0], "peer_port": t.peer[1], "host": t.local[0],
+        "port": t.local[1], "ssl": t.tls, "protocol": "AMQP 0-9-1",
+        "channels": len(conn.channels), "channel_max": conn.channel_max,
+        "frame_max": conn.frame_max, "timeout": conn.heartbeat,
+        "client_properties": json_value(dict(conn.client_properties)),
+        "recv_oct": c.recv_oct, "recv_oct_details": {"rate": c.rate("recv_oct")},
+        "send_oct": c.send_oct, "send_oct_details": {"rate": c.rate("send_oct")}}
+
+
+def _channel_ref(conn, ch) -> dict:
+    name = connection_name(conn)
+    return {"name": f"{name} ({ch.number})", "number": ch.number, "connection_name": name,
+            "peer_host": conn.transport.peer[0], "peer_port": conn.transport.peer[1],
+            "user": _user_name(conn)}
+
+
+def _channel_info(conn, ch) -> dict:
+    return {**_channel_ref(conn, ch), "vhost": conn.vhost.name,
+            "consumer_count": len(ch.consumers), "messages_unacknowledged": len(ch.unacked),
+            "prefetch_count": ch.prefetch_count, "global_prefetch_count": ch.global_prefetch,
+            "confirm": ch.confirms is not None, "transactional": ch.tx is not None,
+            "state": "closing" if ch.closing else "running",
+            "message_stats": metrics.message_stats(ch.counters)}

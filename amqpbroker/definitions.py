@@ -1,0 +1,175 @@
+"""Definitions in RabbitMQ's JSON shape (``GET/POST /api/definitions``): users, vhosts,
+permissions, exchanges, queues and bindings, as plain dicts (the caller does the JSON).
+
+Export lists what a client declared: not the built-in ``amq.*`` exchanges nor the default
+exchange, not exclusive queues (they belong to a connection), not the default exchange's
+implicit bindings.  A per-vhost export leaves out users, vhosts and permissions and the
+``vhost`` keys, as RabbitMQ's.
+
+Import declares as a client would, through the vhost (same validation, same texts; an
+existing entity must be equivalent), in order: users, permissions, exchanges, queues,
+bindings.  Vhosts come from the configuration file: an unknown one is refused before
+anything changes.  Users and permissions go into the running broker only (the
+configuration file stays the source at start)."""
+from __future__ import annotations
+
+import base64
+import os
+from decimal import Decimal
+
+from . import __version__, errors
+from .broker import hash_password
+from .config import Permission, User
+from .exchanges import Exchange
+
+RABBIT_VERSION = "3.10.0"   # the format written (RabbitMQ 3.x reads it)
+HASHING = "rabbit_password_hashing_sha256"
+
+
+class DefinitionsError(ValueError):
+    """An import refused, naming the item: "queues[2]: inequivalent arg 'durable' ..."."""
+
+
+def json_value(value):
+    """A field-table value as RabbitMQ's management API shows it in JSON."""
+    if isinstance(value, dict):
+        return {k: json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode()
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def password_hash(user) -> str:
+    """The user's hash as RabbitMQ stores it (a plain-text password from the config file
+    is hashed with a fresh salt)."""
+    if user.password_hash:
+        return user.password_hash
+    if user.password is None:
+        return ""
+    return hash_password(user.password, os.urandom(4))
+
+
+# ---------------------------------------------------------------------- export
+
+def export(broker, vhost: str | None = None) -> dict:
+    names = sorted(broker.vhosts) if vhost is None else [vhost]
+    out: dict = {"rabbit_version": RABBIT_VERSION, "rabbitmq_version": RABBIT_VERSION,
+                 "product_name": "amqpbroker", "product_version": __version__}
+    if vhost is None:
+        out["users"] = [{"name": u.name, "password_hash": password_hash(u),
+                         "hashing_algorithm": HASHING, "tags": list(u.tags), "limits": {}}
+                        for _n, u in sorted(broker.users.items())]
+        out["vhosts"] = [{"name": n, "limits": [], "metadata": {}} for n in names]
+        out["permissions"] = [
+            {"user": u, "vhost": v, "configure": p.patterns[0], "write": p.patterns[1],
+             "read": p.patterns[2]} for (u, v), p in sorted(broker.permissions.items())]
+        for key in ("topic_permissions", "parameters", "global_parameters"):
+            out[key] = []
+    out["policies"] = []
+    queues, exchanges, bindings = [], [], []
+    for name in names:
+        vh = broker.vhosts[name]
+        where = {} if vhost is not None else {"vhost": name}
+        for q in sorted(vh.queues.values(), key=lambda q: q.name):
+            if q.exclusive_owner is None:
+                queues.append({"name": q.name, **where, "durable": q.durable,
+                               "auto_delete": q.auto_delete,
+                               "arguments": json_value(dict(q.arguments))})
+        for ex in sorted(vh.exchanges.values(), key=lambda e: e.name):
+            if ex.name.startswith("amq."):
+                continue
+            exchanges.append({"name": ex.name, **where, "type": ex.type,
+                              "durable": ex.durable, "auto_delete": ex.auto_delete,
+                              "internal": ex.internal,
+                              "arguments": json_value(dict(ex.arguments))})
+        for ex in sorted(vh.exchanges.values(), key=lambda e: e.name):
+            for b in ex.bindings.values():
+                dest = b.destination
+                if getattr(dest, "exclusive_owner", None) is not None:
+                    continue
+                bindings.append({
+                    "source": ex.name, **where, "destination": dest.name,
+                    "destination_type": "exchange" if isinstance(dest, Exchange) else "queue",
+                    "routing_key": b.routing_key, "arguments": json_value(dict(b.arguments))})
+    out.update(queues=queues, exchanges=exchanges, bindings=bindings)
+    return out
+
+
+# ---------------------------------------------------------------------- import
+
+def apply(broker, defs: dict, vhost: str | None = None) -> None:
+    """Import ``defs`` (``vhost``: items without a ``vhost`` key go there; a per-vhost
+    import takes only topology).  Raises DefinitionsError naming the first bad item; what
+    came before it stays (as RabbitMQ)."""
+    if not isinstance(defs, dict):
+        raise DefinitionsError("definitions: not an object")
+    default = vhost if vhost is not None else "/"
+    for key in ("vhosts", "queues", "exchanges", "bindings", "permissions"):
+        for i, item in enumerate(_items(defs, key)):
+            name = item.get("name") if key == "vhosts" else item.get("vhost", default)
+            if name not in broker.vhosts:
+                raise DefinitionsError(
+                    f"{key}[{i}]: vhost '{name}' is not configured (vhosts come from the "
+                    "configuration file)")
+    path = ""
+    try:
+        if vhost is None:
+            for i, u in enumerate(_items(defs, "users")):
+                path = f"users[{i}]"
+                broker.users[u["name"]] = _user(u, broker.users.get(u["name"]), path)
+            for i, p in enumerate(_items(defs, "permissions")):
+                path = f"permissions[{i}]"
+                perm = Permission(p["user"], p.get("vhost", "/"), p.get("configure", ""),
+                                  p.get("write", ""), p.get("read", ""))
+                broker.set_permissions(perm)
+        for i, x in enumerate(_items(defs, "exchanges")):
+            path = f"exchanges[{i}]"
+            broker.vhosts[x.get("vhost", default)].declare_exchange(
+                x["name"], x.get("type", "direct"), False, bool(x.get("durable", True)),
+                bool(x.get("auto_delete", False)), bool(x.get("internal", False)),
+                dict(x.get("arguments") or {}))
+        for i, q in enumerate(_items(defs, "queues")):
+            path = f"queues[{i}]"
+            broker.vhosts[q.get("vhost", default)].declare_queue(
+                q["name"], False, bool(q.get("durable", True)), False,
+                bool(q.get("auto_delete", False)), dict(q.get("arguments") or {}), None)
+        for i, b in enumerate(_items(defs, "bindings")):
+            path = f"bindings[{i}]"
+            vh = broker.vhosts[b.get("vhost", default)]
+            kind = b.get("destination_type", "queue")
+            if kind not in ("queue", "exchange"):
+                raise DefinitionsError(f"{path}: unknown destination_type {kind!r}")
+            dest = vh.get_queue(b["destination"]) if kind == "queue" \
+                else vh.get_exchange(b["destination"])
+            vh.bind(b["source"], dest, b.get("routing_key", ""),
+                    dict(b.get("arguments") or {}))
+    except errors.AMQPError as e:
+        raise DefinitionsError(f"{path}: {e.explanation or e.reply_text}") from None
+    except (KeyError, TypeError, AttributeError) as e:
+        raise DefinitionsError(f"{path}: malformed ({type(e).__name__}: {e})") from None
+
+
+def _items(defs: dict, key: str) -> list:
+    items = defs.get(key) or []
+    if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+        raise DefinitionsError(f"{key}: not a list of objects")
+    return items
+
+
+def _user(u: dict, old, path: str) -> User:
+    tags = u.get("tags", [])
+    if isinstance(tags, str):  # RabbitMQ before 3.9: "administrator,monitoring"
+        tags = [t for t in tags.split(",") if t]
+    algorithm = u.get("hashing_algorithm", HASHING)
+    if "password" in u:
+        return User(u["name"], password=u["password"], tags=tuple(tags),
+                    loopback_only=old.loopback_only if old else False)
+    if algorithm != HASHING:
+        raise DefinitionsError(f"{path}: hashing algorithm '{algorithm}' is not supported "
+                               f"(only '{HASHING}')")
+    return User(u["name"], password_hash=u.get("password_hash") or None, tags=tuple(tags),
+                loopback_only=old.loopback_only if old else False)
