@@ -74,8 +74,12 @@ class ConfirmTracker:
         self.wake = wake
         self.seq = 0                     # the last publish's sequence number
         # not yet confirmed, in publish order (empty: nothing to write, nothing to wait
-        # for): [seq, ack?, store generation to reach, Pending tickets not yet settled]
-        self.entries: deque[list] = deque()
+        # for): (seq, ack?, store generation to reach, Pending tickets not yet settled).
+        # A tuple unless a Pending must change it later: the garbage collector untracks
+        # tuples of ints, but a list stays tracked, and thousands of them outliving a
+        # collection made full collections (which walk every queued message) frequent:
+        # persistent + confirms lost 13 % at 16 B, more as the queue grew.
+        self.entries: deque = deque()
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -84,11 +88,11 @@ class ConfirmTracker:
         """Register the next publish with its ticket (or REFUSED); returns its number."""
         self.seq = seq = self.seq + 1
         if ticket is True:
-            self.entries.append([seq, True, 0, 0])
+            self.entries.append((seq, True, 0, 0))
         elif type(ticket) is int:
-            self.entries.append([seq, True, ticket, 0])
+            self.entries.append((seq, True, ticket, 0))
         elif ticket is False:
-            self.entries.append([seq, False, 0, 0])
+            self.entries.append((seq, False, 0, 0))
         else:
             entry = [seq, True, 0, 0]
             for t in ticket if type(ticket) is list else (ticket,):
@@ -102,7 +106,7 @@ class ConfirmTracker:
                     t._waiting.append((self, entry))
                 elif not t.outcome:
                     entry[1] = False
-            self.entries.append(entry)
+            self.entries.append(entry if entry[3] else tuple(entry))
         return seq
 
     def release(self):
