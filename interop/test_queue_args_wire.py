@@ -152,3 +152,14 @@ def test_queue_int_arg_compared_across_int_types(s, broker, arg, value, first):
     for width in ("l", "b"):
         assert s.declare(q, table((arg, v_int(width, value + 1)))) == \
             inequivalent(arg, q, f"'{value + 1}'", f"'{value}'")
+
+
+@pytest.mark.parametrize("arg", ["x-message-ttl", "x-expires", "x-max-length",
+                                 "x-max-length-bytes", "x-max-priority"])
+def test_integer_arg_given_as_a_timestamp_refused(s, broker, arg):
+    """A timestamp is a 64-bit integer on the wire, but not one of RabbitMQ's integer
+    argument types (rabbit_amqqueue's check_int_arg)."""
+    q = f"ts-{arg}-{time.time_ns()}"
+    got = s.declare(q, table((arg, b"T" + struct.pack(">Q", 1000))))
+    assert got == (f"406 PRECONDITION_FAILED - invalid arg '{arg}' for queue '{q}' in vhost "
+                   "'/': \"expected integer, got timestamp\""), got

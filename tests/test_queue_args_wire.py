@@ -119,3 +119,15 @@ def test_queue_int_arg_compared_across_int_types_through_the_wire(arg, value, fi
         inequivalent(arg, "q", f"'{value + 1}'", f"'{value}'")
     assert declare(c, "q", table((arg, v_int("b", value + 1)))) == \
         inequivalent(arg, "q", f"'{value + 1}'", f"'{value}'")
+
+
+@pytest.mark.parametrize("arg", ["x-message-ttl", "x-expires", "x-max-length",
+                                 "x-max-length-bytes", "x-max-priority", "x-delivery-limit"])
+def test_integer_arg_given_as_a_timestamp_refused(arg):
+    """A timestamp is a 64-bit integer on the wire, but not one of RabbitMQ's integer
+    argument types (check_int_arg): 406, as RabbitMQ 3.10 answers."""
+    c = connected()
+    assert declare(c, "q", table((arg, b"T" + struct.pack(">Q", 1000)))) == (
+        f"406 PRECONDITION_FAILED - invalid arg '{arg}' for queue 'q' in vhost '/': "
+        '"expected integer, got timestamp"')
+    assert "q" not in c.broker.vhosts["/"].queues

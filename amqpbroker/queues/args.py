@@ -52,7 +52,8 @@ class QueueArgs:
             v = args.get(key)
             if v is None:
                 return None
-            if not isinstance(v, int) or isinstance(v, bool):
+            # a timestamp decodes as an int, but is not one of RabbitMQ's integer types
+            if not isinstance(v, int) or isinstance(v, bool) or types.get(key) == "timestamp":
                 raise bad(key, f'"expected integer, got {type_of(key, v)}"')
             if v < minimum:
                 raise bad(key, f"{{value_negative,{v}}}" if v < 0 else f"{{value_zero,{v}}}")
