@@ -65,3 +65,27 @@ SHORTSTR_PROPS = [0x8000, 0x4000, 0x0400, 0x0200, 0x0080, 0x0020, 0x0008, 0x0004
 BAD_TAGS = b"ZzaCcEeGgHhjJkKLmMnNoOpPqQrRvwWXyY\x00\xff"   # no field type has these
 BAD_UTF8 = [b"\xff", b"\xc3(", b"\xed\xa0\x80", b"\xe2\x82", b"\xf4\x90\x80\x80", b"\x80abc"]
 HUGE = [2**64 - 1, 2**63, 2**63 - 1, 253402300800, 10**15]  # timestamps past datetime's range
+
+
+# Queue-argument values with a chosen wire type (tests/ and interop/test_queue_args_wire.py)
+INT = {"b": ">b", "B": ">B", "s": ">h", "u": ">H", "I": ">i", "i": ">I", "l": ">q"}
+
+
+def sstr(s: str) -> bytes:
+    return ss(s.encode())
+
+
+def args_table(*items: tuple[str, bytes]) -> bytes:
+    return table([(k.encode(), v) for k, v in items])
+
+
+def v_int(tag: str, value: int) -> bytes:
+    return tag.encode() + struct.pack(INT[tag], value)
+
+
+def v_str(s: str) -> bytes:
+    return b"S" + ls(s.encode())
+
+
+def v_bool(b: bool) -> bytes:
+    return b"t" + bytes((b,))

@@ -19,31 +19,8 @@ import struct
 import pytest
 from pamqp import commands as C
 
+from .amqp_bytes import INT, args_table as table, sstr as ss, v_bool, v_int, v_str
 from .sim import close_frame, connected, names
-
-INT = {"b": ">b", "B": ">B", "s": ">h", "u": ">H", "I": ">i", "i": ">I", "l": ">q"}
-
-
-def ss(s: str) -> bytes:
-    b = s.encode()
-    return bytes((len(b),)) + b
-
-
-def table(*items: tuple[str, bytes]) -> bytes:
-    body = b"".join(ss(k) + v for k, v in items)
-    return struct.pack(">I", len(body)) + body
-
-
-def v_int(tag: str, value: int) -> bytes:
-    return tag.encode() + struct.pack(INT[tag], value)
-
-
-def v_str(s: str) -> bytes:
-    return b"S" + struct.pack(">I", len(s)) + s.encode()
-
-
-def v_bool(b: bool) -> bytes:
-    return b"t" + bytes((b,))
 
 
 def declare(c, queue: str, args: bytes, durable: bool = True, passive: bool = False) -> str:
