@@ -975,10 +975,10 @@ def test_queue_methods_take_time():
     q = Queue("q", args=QueueArgs(message_ttl=100),
               dead_letter=lambda q, m, r: dead.append((m.body, r)))
     msg = Message("", "q", C.Basic.Properties().marshal(), b"a")
-    q.offer(msg, 10.0)
+    q.accept(msg, 10.0)
     assert q.next_deadline() == pytest.approx(10.1)
     assert q.take(10.05) is not None
-    q.offer(Message("", "q", C.Basic.Properties().marshal(), b"b"), 10.0)
+    q.accept(Message("", "q", C.Basic.Properties().marshal(), b"b"), 10.0)
     q.expire(10.1)
     assert dead == [(b"b", "expired")]
     vh = VirtualHost("v", clock=Clock(5.0))

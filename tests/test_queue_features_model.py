@@ -86,7 +86,7 @@ class LimitsQueueMachine(RuleBasedStateMachine):
         n = self.n
         props = C.Basic.Properties(message_id=str(n), priority=priority,
                                    expiration=None if expiration is None else str(expiration))
-        accepted = self.q.offer(Message("", "q", props.marshal(), b"x" * size), self.now)
+        accepted = bool(self.q.accept(Message("", "q", props.marshal(), b"x" * size), self.now))
         a = self.args
         full = (a.max_length is not None and len(self.ready) >= a.max_length) or \
             (a.max_length_bytes is not None and self._bytes() + size > a.max_length_bytes)
@@ -217,9 +217,9 @@ def test_requeue_over_limit_is_kept():
     """Requeue never drops for a length limit (RabbitMQ checks limits on publish only)."""
     q = Queue("q", args=QueueArgs(max_length=1))
     props = C.Basic.Properties().marshal()
-    q.offer(Message("", "q", props, b"a"), 0.0)
+    q.accept(Message("", "q", props, b"a"), 0.0)
     qm = q.take(0.0)
-    q.offer(Message("", "q", props, b"b"), 0.0)
+    q.accept(Message("", "q", props, b"b"), 0.0)
     q.after_publish(0.0)
     q.requeue(qm)
     assert [m.msg.body for m in q.ready] == [b"a", b"b"]

@@ -89,12 +89,8 @@ class Queue:
         qm = self.enqueue(msg, now)
         return self.store.gen if qm.persisted else SAFE
 
-    def offer(self, msg: Message, now: float) -> bool:
-        """accept() as a bool (the queue models' tests)."""
-        return self.accept(msg, now) is not REFUSED
-
     def enqueue(self, msg: Message, now: float = 0.0) -> QueuedMessage:
-        """Enqueue without the overflow check (offer's second half; tests, recovery)."""
+        """Enqueue without the overflow check (accept's second half; tests, recovery)."""
         if self._plain and not msg.flags & 0x0100:  # no TTL, no priority: the hot path
             self._next_seq += 1
             qm = QueuedMessage(self._next_seq, msg, None, 0)
