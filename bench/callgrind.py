@@ -5,6 +5,8 @@ valgrind's callgrind (deterministic: no timing, no sockets).
     python bench/callgrind.py --src /work/main     # another checkout (the "before")
     AMQPBROKER_SRC=/work/main python bench/callgrind.py
     python bench/callgrind.py --exchange amq.direct   # through a direct exchange binding
+    python bench/callgrind.py --ack 100   # manual acks: prefetch 1000, Basic.Ack multiple
+                                          # every 100 messages (compare.py's ack scenario)
 
 For each scenario the child process runs under ``valgrind --tool=callgrind`` twice, with
 ``--small`` and ``--large`` messages; the difference of the two totals divided by the
@@ -67,7 +69,8 @@ def properties(scenario: str, i: int) -> bytes:
     return b"\xb0\x00" + _ss(b"text/plain") + _table(items) + b"\x01"
 
 
-def child(scenario: str, n: int, total: int, src: str, exchange: str = "") -> None:
+def child(scenario: str, n: int, total: int, src: str, exchange: str = "",
+          ack: int = 0) -> None:
     sys.path.insert(0, src)
     import amqpbroker
     assert os.path.dirname(os.path.dirname(os.path.abspath(amqpbroker.__file__))) == src, \
@@ -94,7 +97,9 @@ def child(scenario: str, n: int, total: int, src: str, exchange: str = "") -> No
     send(C.Queue.Declare(queue="bench"))
     if exchange:
         send(C.Queue.Bind(queue="bench", exchange=exchange, routing_key="bench"))
-    out = send(C.Basic.Consume(queue="bench", consumer_tag="c", no_ack=True))
+    if ack:
+        send(C.Basic.Qos(prefetch_count=1000))
+    out = send(C.Basic.Consume(queue="bench", consumer_tag="c", no_ack=not ack))
     assert out, "no consume-ok"
     publish = pframe.marshal(C.Basic.Publish(exchange=exchange, routing_key="bench"), 1)
     body = b"0123456789abcdef"
@@ -109,18 +114,21 @@ def child(scenario: str, n: int, total: int, src: str, exchange: str = "") -> No
                       body_frame)
     delivered = 0
     receive, take = conn.receive_data, conn.data_to_send
-    for data in inputs[:n + 100]:  # the first 100 warm caches up, in both runs alike
-        receive(data, 0.0)
+    acks = [pframe.marshal(C.Basic.Ack(delivery_tag=i, multiple=True), 1) if ack and
+            i % ack == 0 else b"" for i in range(1, total + 101)]
+    for i, data in enumerate(inputs[:n + 100]):  # the first 100 warm caches, in both runs
+        receive(data + acks[i], 0.0)
         delivered += len(take())
     assert delivered > (n + 100) * 40, ("messages were not delivered", delivered)
     assert conn.state == 4, "the connection closed (a message was refused)"
 
 
-def count(src: str, scenario: str, n: int, total: int, exchange: str = "") -> int:
+def count(src: str, scenario: str, n: int, total: int, exchange: str = "",
+          ack: int = 0) -> int:
     env = dict(os.environ, PYTHONHASHSEED="0")
     cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
            sys.executable, os.path.abspath(__file__), "--child", scenario, "-n", str(n),
-           "--total", str(total), "--src", src, "--exchange", exchange]
+           "--total", str(total), "--src", src, "--exchange", exchange, "--ack", str(ack)]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=src)
     m = re.search(r"Collected : (\d+)", res.stderr)
     if res.returncode != 0 or m is None:
@@ -139,6 +147,8 @@ def main() -> None:
     ap.add_argument("--exchange", default="",
                     help="publish through this exchange, the queue bound by its name "
                          "(default: the default exchange)")
+    ap.add_argument("--ack", type=int, default=0,
+                    help="manual acks: Basic.Ack multiple every N messages (prefetch 1000)")
     ap.add_argument("--child", choices=SCENARIOS, help=argparse.SUPPRESS)
     ap.add_argument("-n", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--total", type=int, default=0, help=argparse.SUPPRESS)
@@ -146,14 +156,14 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         child(args.child, args.n, max(args.n, args.total), os.path.abspath(args.src),
-              args.exchange)
+              args.exchange, args.ack)
         return
     src = os.path.abspath(args.src)
     print(f"amqpbroker from {src}; messages {args.small} and {args.large}; exchange "
-          f"{args.exchange or '(default)'}")
+          f"{args.exchange or '(default)'}" + (f"; ack every {args.ack}" if args.ack else ""))
     for scenario in args.scenarios:
-        small = count(src, scenario, args.small, args.large, args.exchange)
-        large = count(src, scenario, args.large, args.large, args.exchange)
+        small = count(src, scenario, args.small, args.large, args.exchange, args.ack)
+        large = count(src, scenario, args.large, args.large, args.exchange, args.ack)
         per = (large - small) / (args.large - args.small)
         print(f"{scenario:8s} {per:10.0f} instructions/message", flush=True)
 

@@ -152,13 +152,21 @@ def main(argv=None) -> int:
     p.add_argument("--minimize", help="samples.jsonl to cut down in-process (see "
                                       "fuzz_minimize.py): minimized.jsonl, sites.txt")
     p.add_argument("--minimize-seconds", type=float, default=300.0)
+    p.add_argument("--locate", help="replay.json: find the unit where each broker closed "
+                                    "(see fuzz_locate.py): locate.txt")
     args = p.parse_args(argv)
     if args.out is None:   # a minimization or a replay lands next to what it read
-        given = args.minimize or args.replay
+        given = args.minimize or args.replay or args.locate
         args.out = os.path.dirname(given) or "." if given else "fuzz-out"
     if args.minimize:
         from fuzz_minimize import run
         run(args)
+        return 0
+    if args.locate:
+        args.replay = args.replay or os.path.join(os.path.dirname(args.locate),
+                                                  "samples.jsonl")
+        from fuzz_locate import locate
+        asyncio.run(locate(args))
         return 0
     if args.replay:
         from fuzz_replay import replay
