@@ -191,7 +191,9 @@ class Connection(Handshake):
             if channel != 0:
                 raise errors.UnexpectedFrame(framefaults.frame_snippet(ftype, payload))
             return
-        if ftype > 3 or not ftype:
+        if ftype > 3 or not ftype or ftype == framing.FRAME_HEADER and len(payload) < 12:
+            # RabbitMQ's analyze_frame, before any state: a header without class, weight
+            # and body size is 501 on any channel, expected or not
             raise framefaults.unknown_frame(ftype, payload)
         if channel == 0:
             if ftype != framing.FRAME_METHOD:

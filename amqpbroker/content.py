@@ -35,6 +35,8 @@ class ContentAssembly:
 
     def handle_header(self, payload: bytes) -> None:
         if self._publish is None or self._props is not None:
+            if len(payload) < 12:  # RabbitMQ's analyze_frame comes before its assembler
+                raise wirecheck.unknown_frame(2, payload)
             raise wirecheck.unexpected(self._publish, self._props)
         # 505 for another class, 502 for malformed properties; flags user-id/delivery-mode
         size, props, self._check = wirecheck.content_header(payload)

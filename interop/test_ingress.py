@@ -163,6 +163,11 @@ FRAME_FAULTS = {
     "header on a channel not open": (frame(2, 7, struct.pack(">HHQ", 60, 0, 1) + b"\x00\x00"),
                                      505, "UNEXPECTED_FRAME - expected method frame, got non "
                                      "method frame instead"),
+    "short header without a method": (frame(2, 1, b"\x00\x3c\x00\x00\x00"), 501,
+                                      "FRAME_ERROR - type 2, all octets = <<0,60,0,0,0>>: "
+                                      "unknown_frame"),
+    "short header on channel 0": (frame(2, 0, b"\x00\x3c"), 501,
+                                  "FRAME_ERROR - type 2, all octets = <<0,60>>: unknown_frame"),
     "body on a channel not open": (frame(3, 65535, b"abc"), 505, "UNEXPECTED_FRAME - expected "
                                    "method frame, got non method frame instead"),
     "bad frame end": (struct.pack(">BHI", 1, 1, 4) + b"\x00\x3c\x00\x0a\x00", 501,

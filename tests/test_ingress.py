@@ -447,6 +447,10 @@ def test_a_refused_publish_does_not_taint_the_next_channel_publish():
     (raw_frame(3, 0, b"abc"), 505, 'UNEXPECTED_FRAME - type 3, all octets = <<"abc">>'),
     (raw_frame(3, 1, b"abc"), 505, "UNEXPECTED_FRAME - expected method frame, got non method "
      "frame instead"),
+    (raw_frame(2, 1, b"\x00\x3c\x00\x00\x00"), 501,   # fuzz replay: no method before it
+     "FRAME_ERROR - type 2, all octets = <<0,60,0,0,0>>: unknown_frame"),
+    (raw_frame(2, 0, b"\x00\x3c"), 501,
+     "FRAME_ERROR - type 2, all octets = <<0,60>>: unknown_frame"),
     (raw_frame(2, 1, struct.pack(">HHQ", 60, 0, 1) + b"\x00\x00"), 505,
      "UNEXPECTED_FRAME - expected method frame, got non method frame instead"),
     (struct.pack(">BHI", 1, 1, 4) + b"\x00\x3c\x00\x0a\x00", 501,
