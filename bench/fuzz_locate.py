@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import json
 import logging
+import re
 from collections import Counter, defaultdict
 
 from fuzz_broker import write_report
@@ -66,22 +67,42 @@ def describe(part: bytes) -> str:
     return head
 
 
+_NONFINITE = re.compile(rb"d[\x7f\xff][\xf0-\xff]")   # a double infinity or NaN
+
+
+def _header_of(r: dict) -> bytes:
+    hexed = r.get("their_hex") or ""
+    return b"".join(f[7:-1] for f in split_frames(bytes.fromhex(hexed)) if f[0] == 2)
+
+
 def cause(r: dict) -> str:
-    o, t = r["ours_unit"], r["their_unit"]
+    """Why the first closes differ, read off the units where each broker closed."""
+    o, t, there = r["ours_unit"], r["their_unit"], r["their_close_there"]
     if o is None or t is None:
         return "not located (timing, or a close by silence, on one side)"
+    if t <= o and there == "eof":
+        return ("RabbitMQ drops the socket at a unit its parser fails on (field type 0, an "
+                "infinite double in arguments, an unknown class) where we answer a code")
     if o == t:
-        if r["their_close_there"] == r["ours"]:
+        if there == r["ours"]:
             return ("the same unit, the same close: RabbitMQ's first close in the whole "
                     "sample came from a later unit (its reader runs ahead of a failing "
                     "channel)")
+        if there.endswith(" 541"):
+            return "the same unit: RabbitMQ 541 INTERNAL_ERROR where we answer a precise code"
         return "the same unit, another code"
-    if o < t:
-        if r["ours_text"].startswith("SYNTAX_ERROR - content header"):
-            return ("we refuse a malformed content header at ingress (item 1); RabbitMQ "
-                    "decodes properties lazily and closes at a later unit")
-        return "we refuse a unit RabbitMQ takes"
-    return "RabbitMQ refuses a unit we take"
+    if o > t:   # RabbitMQ closed at a unit we took
+        if there.endswith(" 541") and _NONFINITE.search(_header_of(r)):
+            return ("RabbitMQ 541 on a message whose headers hold a double infinity or NaN "
+                    "(Erlang floats have none); we keep it byte-exact")
+        return "RabbitMQ refuses a unit we take"
+    if r["ours_text"].startswith("SYNTAX_ERROR - content header"):
+        return ("we refuse a malformed content header at ingress (item 1); RabbitMQ "
+                "decodes properties lazily and closes at a later unit")
+    if r["ours_part"] == "60.40" and r["ours"] in ("connection 504", "connection 540"):
+        return ("a Basic.Publish on a channel never opened (504) or with immediate (540): "
+                "RabbitMQ checks it only once its content is complete, and it never was")
+    return "we refuse a unit RabbitMQ takes"
 
 
 async def locate(args) -> None:
@@ -127,3 +148,8 @@ def report(located: list[dict]) -> str:
             lines.append(f"       {n:4} {o:15} -> {t:15} at {part}: {ex['ours_text'][:60]} | "
                          f"{ex['theirs_text'][:60]} (there: {ex['their_close_there']})")
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":   # reprint a locate.json's report
+    import sys
+    print(report(json.load(open(sys.argv[1]))), end="")
