@@ -303,6 +303,9 @@ def check_listen(listen: Listen, port_key: str = "listen.port") -> None:
             listen.tls.port == listen.port and listen.port != 0:
         raise ConfigError(f"listen.tls.port: expected a port other than listen.port, got "
                           f"{listen.tls.port}")
+    if listen.tls is not None and listen.tls.verify != "none" and listen.tls.cafile is None:
+        raise ConfigError(f"listen.tls.cafile: expected a CA file to check client "
+                          f"certificates against (verify is {listen.tls.verify})")
 
 
 def from_dict(data: typing.Any, lines: dict | None = None) -> Config:

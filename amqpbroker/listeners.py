@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import anyio
 from anyio.abc import SocketAttribute
+from anyio.streams.tls import TLSAttribute
 
 from .auth import Transport
 from .config import Listen, StartError
@@ -79,13 +80,14 @@ class Endpoint:
 
 
 def endpoints(listen: Listen) -> list[Endpoint]:
-    """The AMQP listeners ``listen`` asks for.  TLS is refused at start for now."""
-    if listen.tls is not None:
-        raise StartError("listen.tls", "TLS listeners (amqps) are not implemented yet; "
-                                       "remove listen.tls")
-    if listen.port is None:  # (config refuses this without tls)
-        return []
-    return [Endpoint("listen.port", "listen.hosts", listen.hosts, listen.port)]
+    """The AMQP listeners ``listen`` asks for: plain and amqps, on the same hosts."""
+    out = []
+    if listen.port is not None:  # (config refuses both off)
+        out.append(Endpoint("listen.port", "listen.hosts", listen.hosts, listen.port))
+    if listen.tls is not None and listen.tls.port is not None:
+        out.append(Endpoint("listen.tls.port", "listen.hosts", listen.hosts, listen.tls.port,
+                            listen.tls))
+    return out
 
 
 async def bind(endpoint: Endpoint, startup_log: list) -> tuple[list, list[tuple[str, int]]]:
@@ -111,7 +113,8 @@ async def bind(endpoint: Endpoint, startup_log: list) -> tuple[list, list[tuple[
                 addr = sub.extra(SocketAttribute.local_address)
                 port = addr[1]  # port 0: the others bind the port the first one got
                 shown = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
-                startup_log.append((logging.INFO, "listening on %s:%d", (shown, addr[1])))
+                startup_log.append((logging.INFO, "listening on %s:%d%s",
+                                    (shown, addr[1], " (amqps)" if endpoint.tls else "")))
                 ports.append((addr[0], addr[1]))
             listeners.append(lst)
     except BaseException:
@@ -139,7 +142,8 @@ def _bind_error(endpoint: Endpoint, index: int, host: str, port: int,
 
 
 def transport(stream) -> Transport:
-    """The description a Connection gets of its socket (TCP_NODELAY set on the way)."""
+    """The description a Connection gets of its socket (TCP_NODELAY set on the way), with
+    the client's certificate on a TLS stream (ssl's getpeercert(): only a verified one)."""
     peer = local = ("?", 0)
     try:
         peer = stream.extra(SocketAttribute.remote_address)
@@ -148,7 +152,11 @@ def transport(stream) -> Transport:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except Exception:
         pass
-    return Transport(peer=peer, local=local)
+    ssl_object = stream.extra(TLSAttribute.ssl_object, None)
+    if ssl_object is None:
+        return Transport(peer=peer, local=local)
+    return Transport(peer=peer, local=local, tls=True,
+                     peer_certificate=ssl_object.getpeercert() or None)
 
 
 # ---------------------------------------------------------------------- connections
@@ -184,16 +192,19 @@ class Connections:
             while self.live:
                 await anyio.sleep(0.02)
 
-    async def handle(self, stream) -> None:
+    async def handle(self, stream, accepted: float | None = None) -> None:
         """One connection.  Never raises: an exception would end the listener's task
         group, and with it the broker; a connection whose task fails is logged and
-        dropped (its socket closed), its clean-up still runs."""
+        dropped (its socket closed), its clean-up still runs.  ``accepted``: when the
+        socket was accepted, if a TLS handshake came first (it counts against the AMQP
+        handshake timeout)."""
         peer = ("?", 0)
         conn = None
         try:
             t = transport(stream)
             peer = t.peer
-            conn = Connection(self.broker, t, anyio.current_time())
+            conn = Connection(self.broker, t, anyio.current_time() if accepted is None
+                              else accepted)
             bell, drained = _Doorbell(), _Doorbell()
             conn.on_wakeup = bell.ring
             self.live[conn] = bell

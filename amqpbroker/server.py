@@ -10,7 +10,7 @@ import time
 
 import anyio
 
-from . import listeners
+from . import listeners, tls
 from .broker import Broker
 from .config import Config, StartError
 from .listeners import _Doorbell, _Guard
@@ -51,6 +51,8 @@ class Server:
              sum(len(vh.queues) for vh in self.broker.vhosts.values()), queued,
              time.monotonic() - started))]
         self.ports: list[tuple[str, int]] = []
+        self.ports_of: dict[str, list] = {}   # by endpoint key: "listen.port", "listen.tls.port"
+        self.tls: list = []   # the tls.ServerTLS of each amqps listener (SIGHUP reloads)
         self._listener = None
         self.connections = listeners.Connections(self.broker)
 
@@ -70,13 +72,19 @@ class Server:
         bound = []
         try:
             for endpoint in listeners.endpoints(self.config.listen):
+                server_tls = tls.ServerTLS(endpoint.tls) if endpoint.tls else None
                 subs, ports = await listeners.bind(endpoint, self._startup_log)
+                if server_tls is not None:
+                    subs = [tls.TLSListener(sub, server_tls) for sub in subs]
+                    self.tls.append(server_tls)
                 bound += subs
                 self.ports += ports
+                self.ports_of[endpoint.key] = ports
         except BaseException:
             for lst in bound:
                 await lst.aclose()
             self.ports.clear()
+            self.ports_of.clear()
             raise
         if not bound:  # (config.py refuses this: a listener off needs another one on)
             raise StartError("listen.port", "expected a port: every listener is off")
@@ -212,8 +220,13 @@ async def run(config: Config) -> None:
         await tg.start(server.serve)
 
         async def on_signals():
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM,
+                                            signal.SIGHUP) as signals:
                 async for signum in signals:
+                    if signum == signal.SIGHUP:  # new certificates for new connections
+                        for server_tls in server.tls:
+                            server_tls.reload()
+                        continue
                     log.info("received %s, shutting down", signal.Signals(signum).name)
                     # 320 to every client while the connection tasks still run: once the
                     # task group is cancelled their writers can no longer send it

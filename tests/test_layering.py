@@ -20,11 +20,11 @@ LAYERS = ["errors", "access", "metrics", "scheduler", "values", "topictrie", "ex
           "framefaults", "wirecheck", "methods", "framing", "message", "confirms",
           "queues", "store", "queuetimers", "dlx", "vhost", "broker", "definitions", "admin",
           "content", "delivery", "replyto", "publish", "transactions", "topology",
-          "channel", "heartbeat", "auth", "handshake", "connection", "listeners",
+          "channel", "heartbeat", "auth", "handshake", "connection", "listeners", "tls",
           "server", "__main__"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
-ANYIO_ALLOWED = {"listeners", "server", "store.sqlite"}
+ANYIO_ALLOWED = {"listeners", "tls", "server", "store.sqlite"}
 NO_PAMQP = {"access", "metrics", "scheduler", "auth", "topictrie", "exchanges", "confirms",
             "queues", "vhost", "broker", "definitions", "admin"}
 PACKAGES = {"store", "queues", "exchanges"}  # one layer each, whatever modules they hold

@@ -77,9 +77,10 @@ def test_endpoints_of_the_plain_listener():
         ("listen.port", "listen.hosts", ("127.0.0.1",), 5999, None)
 
 
-def test_configured_tls_is_refused_at_start_in_one_line(tmp_path):
+def test_a_missing_certificate_is_refused_at_start_in_one_line(tmp_path):
     conf = Config(listen=Listen(hosts=("127.0.0.1",), port=0,
-                                tls=TLS(certfile="c.pem", keyfile="k.pem")),
+                                tls=TLS(certfile=str(tmp_path / "c.pem"),
+                                        keyfile=str(tmp_path / "k.pem"))),
                   storage=Storage(backend="memory"))
     server = Server(conf)
 
@@ -87,20 +88,26 @@ def test_configured_tls_is_refused_at_start_in_one_line(tmp_path):
         await server.listen()
     with pytest.raises(config.StartError) as e:
         anyio.run(main)
-    assert e.value.key == "listen.tls"
-    assert str(e.value) == ("listen.tls: TLS listeners (amqps) are not implemented yet; "
-                            "remove listen.tls")
+    assert e.value.key == "listen.tls.certfile"
+    assert str(e.value) == (f"listen.tls.certfile: cannot read {tmp_path / 'c.pem'}: "
+                            f"No such file or directory")
     assert server.ports == [] and server._listener is None
 
 
-def test_serve_with_tls_exits_2_with_that_line(tmp_path, capsys):
+def test_serve_with_an_unreadable_certificate_exits_2_with_that_line(tmp_path, capsys):
     f = tmp_path / "tls.yaml"
     f.write_text("listen:\n  hosts: [127.0.0.1]\n  port: 0\n" + TLS_OK +
                  f"storage:\n  path: {tmp_path / 'data'}\n")
     assert cli.main(["serve", "--config", str(f)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"amqpbroker: {f}: listen.tls: TLS listeners (amqps) are not implemented "
-                   f"yet; remove listen.tls"]
+    assert err == [f"amqpbroker: {f}: listen.tls.certfile: cannot read /etc/amqp/server.pem: "
+                   f"No such file or directory"]
+
+
+def test_verify_without_a_ca_file_is_a_config_mistake(tmp_path):
+    assert error(tmp_path, "listen:\n" + TLS_OK + "    verify: peer\n") == (
+        "listen.tls.cafile: expected a CA file to check client certificates against "
+        "(verify is peer)")
 
 
 def test_a_connection_gets_its_sockets_transport(tmp_path):

@@ -54,6 +54,11 @@ class RawClient:
     @classmethod
     async def open(cls, port: int) -> "RawClient":
         c = cls(await anyio.connect_tcp("127.0.0.1", port))
+        await c.handshake()
+        return c
+
+    async def handshake(self) -> None:
+        c = self
         await c.stream.send(b"AMQP\x00\x00\x09\x01")
         await c.expect("Connection.Start")
         await c.send(0, C.Connection.StartOk(client_properties={"product": "raw"},
@@ -66,7 +71,6 @@ class RawClient:
         await c.expect("Connection.OpenOk")
         await c.send(1, C.Channel.Open())
         await c.expect("Channel.OpenOk")
-        return c
 
     async def send(self, channel: int, *frames) -> None:
         await self.stream.send(b"".join(pframe.marshal(f, channel) for f in frames))
