@@ -1,0 +1,185 @@
+"""amqps with real clients (pika, aio-pika, kombu), against our broker and the reference
+RabbitMQ's TLS listener (``AMQP_REFERENCE_TLS_URL``, set up by .ci/run with the
+certificates of ``AMQP_TLS_DIR``: a CA, a server certificate for localhost, 127.0.0.1 and
+::1, a client certificate; RabbitMQ with verify_peer and fail_if_no_peer_cert = false,
+which our ``verify: peer`` matches)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import ssl
+import time
+import urllib.parse
+import warnings
+from pathlib import Path
+
+import pika
+import pytest
+
+from conftest import Broker, start_amqpbroker, stop
+
+REFERENCE_TLS_URL = os.environ.get("AMQP_REFERENCE_TLS_URL")
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory) -> dict:
+    """The CI's certificates, or ones of our own when not run by .ci/run."""
+    d = os.environ.get("AMQP_TLS_DIR")
+    if d:
+        d = Path(d)
+        return {k: str(d / f) for k, f in (("ca", "ca.pem"), ("cert", "server.pem"),
+                                            ("key", "server.key"), ("client", "client.pem"),
+                                            ("client_key", "client.key"))}
+    from tests.tlscerts import CA
+    ca = CA(tmp_path_factory.mktemp("tls"))
+    cert, key = ca.issue("server", "localhost", server=True)
+    client, client_key = ca.issue("client", "guest")
+    return {"ca": str(ca.path), "cert": cert, "key": key, "client": client,
+            "client_key": client_key}
+
+
+def start_tls_amqpbroker(tls_files: dict, tmp_path) -> tuple:
+    conf = tmp_path / "tls.yaml"
+    conf.write_text(f"listen:\n  hosts: [127.0.0.1, '::1']\n  tls:\n    port: 0\n"
+                    f"    certfile: {tls_files['cert']}\n    keyfile: {tls_files['key']}\n"
+                    f"    cafile: {tls_files['ca']}\n    verify: peer\n")
+    proc, port = start_amqpbroker("--config", str(conf))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for line in list(proc.log_lines):
+            m = re.search(r"listening on 127\.0\.0\.1:(\d+) \(amqps\)", line)
+            if m:
+                return proc, port, int(m.group(1))
+        time.sleep(0.05)
+    stop(proc)
+    raise RuntimeError("no amqps listener:\n" + "".join(proc.log_lines))
+
+
+@pytest.fixture(scope="module")
+def _tls_amqpbroker(tls_files, tmp_path_factory):
+    proc, _port, tls_port = start_tls_amqpbroker(tls_files, tmp_path_factory.mktemp("b"))
+    yield Broker("amqpbroker", f"amqps://guest:guest@localhost:{tls_port}/", "localhost",
+                 tls_port, proc)
+    stop(proc)
+
+
+@pytest.fixture(params=["amqpbroker"] + (["rabbitmq"] if REFERENCE_TLS_URL else []))
+def tls_broker(request) -> Broker:
+    if request.param == "rabbitmq":
+        m = request.node.get_closest_marker("amqpbroker_only")
+        if m:
+            pytest.skip(f"amqpbroker_only: {m.args[0]}")
+        u = urllib.parse.urlparse(REFERENCE_TLS_URL)
+        return Broker("rabbitmq", REFERENCE_TLS_URL, u.hostname, u.port or 5671)
+    return request.getfixturevalue("_tls_amqpbroker")
+
+
+def context(tls_files, client_cert: bool = False) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=tls_files["ca"])   # checks the host name
+    if client_cert:
+        ctx.load_cert_chain(tls_files["client"], tls_files["client_key"])
+    return ctx
+
+
+def pika_params(broker: Broker, ctx: ssl.SSLContext, host: str = "localhost"):
+    return pika.ConnectionParameters(host=host, port=broker.port,
+                                     ssl_options=pika.SSLOptions(ctx, "localhost"),
+                                     connection_attempts=1, socket_timeout=5)
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
+@pytest.mark.parametrize("client_cert", [False, True], ids=["no-client-cert", "client-cert"])
+def test_pika_over_tls(tls_broker, tls_files, host, client_cert):
+    conn = pika.BlockingConnection(pika_params(tls_broker, context(tls_files, client_cert),
+                                               host))
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.basic_publish("", q, b"over tls " * 1000)
+    method, _props, body = ch.basic_get(q, auto_ack=True)
+    assert body == b"over tls " * 1000
+    conn.close()
+
+
+def test_aio_pika_over_tls(tls_broker, tls_files):
+    import aio_pika
+
+    async def main():
+        conn = await aio_pika.connect(tls_broker.url, ssl_context=context(tls_files))
+        async with conn:
+            ch = await conn.channel(publisher_confirms=True)
+            q = await ch.declare_queue("", exclusive=True)
+            await ch.default_exchange.publish(aio_pika.Message(b"hello"), routing_key=q.name)
+            msg = await q.get(timeout=5)
+            assert msg.body == b"hello"
+            await msg.ack()
+    asyncio.run(main())
+
+
+def test_kombu_over_tls(tls_broker, tls_files):
+    import kombu
+    url = tls_broker.url.replace("amqps://", "amqp://")
+    with kombu.Connection(url, ssl={"ca_certs": tls_files["ca"], "cert_reqs": ssl.CERT_REQUIRED,
+                                    "server_hostname": "localhost"}) as conn:
+        q = kombu.Queue("t-" + os.urandom(4).hex(), exclusive=True)
+        with conn.Producer() as p:
+            p.publish({"k": 1}, routing_key=q.name, declare=[q], serializer="json")
+        with conn.SimpleQueue(q) as sq:
+            assert sq.get(timeout=5).payload == {"k": 1}
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
+@pytest.mark.parametrize("old", ["tlsv1", "tlsv1.1"])
+def test_tls_1_0_and_1_1_are_refused(tls_broker, tls_files, old):
+    ctx = context(tls_files)
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        v = ssl.TLSVersion.TLSv1 if old == "tlsv1" else ssl.TLSVersion.TLSv1_1
+        ctx.minimum_version = ctx.maximum_version = v
+    with pytest.raises(Exception) as e:
+        pika.BlockingConnection(pika_params(tls_broker, ctx))
+    assert "version" in str(e.value).lower() or "protocol" in str(e.value).lower() or \
+        "ssl" in type(e.value).__name__.lower() or "connection" in type(e.value).__name__.lower()
+
+
+def test_a_weak_cipher_is_refused(tls_broker, tls_files):
+    ctx = context(tls_files)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers("AES128-SHA:@SECLEVEL=0")   # RSA key exchange, SHA-1: no secrecy
+    with pytest.raises(Exception):
+        pika.BlockingConnection(pika_params(tls_broker, ctx))
+
+
+@pytest.mark.amqpbroker_only("sends SIGHUP to our own process")
+def test_sighup_reloads_the_certificate_for_new_connections(tls_files, tmp_path):
+    from tests.tlscerts import CA
+    ca = CA(tmp_path)
+    cert, key = ca.issue("server", "localhost", server=True)
+    files = {**tls_files, "ca": str(ca.path), "cert": cert, "key": key}
+    proc, _port, tls_port = start_tls_amqpbroker(files, tmp_path)
+    try:
+        b = Broker("amqpbroker", "", "localhost", tls_port, proc)
+        old = pika.BlockingConnection(pika_params(b, context(files)))
+        (tmp_path / "new").mkdir()
+        other = CA(tmp_path / "new", "new CA")
+        new_cert, new_key = other.issue("server", "localhost", server=True)
+        Path(cert).write_bytes(Path(new_cert).read_bytes())
+        Path(key).write_bytes(Path(new_key).read_bytes())
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while not any("reloaded the TLS certificate" in ln for ln in proc.log_lines):
+            assert time.monotonic() < deadline, "".join(proc.log_lines)
+            time.sleep(0.05)
+        # the new certificate is served to new connections: the old CA no longer checks it
+        with pytest.raises(Exception):
+            pika.BlockingConnection(pika_params(b, context(files)))
+        new = pika.BlockingConnection(pika_params(b, context({**files,
+                                                             "ca": str(other.path)})))
+        new.close()
+        old.channel().queue_declare("", exclusive=True)   # the old connection lives on
+        old.close()
+        assert proc.poll() is None
+    finally:
+        stop(proc)
