@@ -6,6 +6,7 @@ here. ``npm install`` runs once per session when interop/node/node_modules lacks
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -38,10 +39,13 @@ def node_bin() -> str:
     return node
 
 
-def run_scenario(node_bin, broker, scenario: str, timeout: float = 90) -> dict:
+def run_scenario(node_bin, broker, scenario: str, timeout: float = 90,
+                 env: dict | None = None) -> dict:
+    """``env``: extra environment, e.g. AMQP_TLS_CA (and AMQP_TLS_CERT, AMQP_TLS_KEY)."""
     prefix = broker.name("node")
     r = subprocess.run([node_bin, str(SCRIPT), broker.url, scenario, prefix],
-                       capture_output=True, text=True, timeout=timeout)
+                       capture_output=True, text=True, timeout=timeout,
+                       env={**os.environ, **(env or {})})
     lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
     assert lines, f"no output from node ({r.returncode}); stderr:\n{r.stderr}"
     out = json.loads(lines[-1])

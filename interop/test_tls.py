@@ -183,3 +183,18 @@ def test_sighup_reloads_the_certificate_for_new_connections(tls_files, tmp_path)
         assert proc.poll() is None
     finally:
         stop(proc)
+
+
+@pytest.mark.parametrize("client_cert", [False, True], ids=["no-client-cert", "client-cert"])
+def test_node_amqplib_over_tls(tls_broker, tls_files, client_cert):
+    import shutil
+
+    from test_amqplib import NODE_DIR, run_scenario
+    node = shutil.which("node")
+    if not node or not (NODE_DIR / "node_modules" / "amqplib").exists():
+        pytest.skip("Node amqplib interop needs node and interop/node's npm install")
+    env = {"AMQP_TLS_CA": tls_files["ca"]}
+    if client_cert:
+        env.update(AMQP_TLS_CERT=tls_files["client"], AMQP_TLS_KEY=tls_files["client_key"])
+    out = run_scenario(node, tls_broker, "basic", env=env)
+    assert out["assertQueue"]["queue"] == out["_prefix"] + "-basic"

@@ -297,7 +297,14 @@ const scenarios = {
 async function main() {
   const fn = scenarios[scenario];
   if (!fn) throw new Error(`unknown scenario ${scenario}`);
-  const conn = await amqp.connect(scenario === 'heartbeat' ? `${url}?heartbeat=1` : url);
+  // amqps: the CA (and a client certificate) from the environment, host names checked
+  const tls = {};
+  if (process.env.AMQP_TLS_CA) tls.ca = [require('node:fs').readFileSync(process.env.AMQP_TLS_CA)];
+  if (process.env.AMQP_TLS_CERT) {
+    tls.cert = require('node:fs').readFileSync(process.env.AMQP_TLS_CERT);
+    tls.key = require('node:fs').readFileSync(process.env.AMQP_TLS_KEY);
+  }
+  const conn = await amqp.connect(scenario === 'heartbeat' ? `${url}?heartbeat=1` : url, tls);
   // an asynchronous error must not crash node before it prints its JSON line
   conn.on('error', (e) => console.error('connection error:', e && e.message));
   try {
