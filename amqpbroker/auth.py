@@ -47,9 +47,15 @@ def register(mechanism: Mechanism) -> None:
     MECHANISMS[mechanism.name] = mechanism
 
 
-def offered(transport: Transport) -> str:
-    """Connection.Start's ``mechanisms``: space-separated, as RabbitMQ."""
-    return " ".join(MECHANISMS)
+DEFAULT_MECHANISMS = ("PLAIN", "AMQPLAIN")
+CERTIFIED = object()   # a mechanism's "password" when the transport proved who it is
+
+
+def offered(transport: Transport, enabled: tuple = DEFAULT_MECHANISMS) -> str:
+    """Connection.Start's ``mechanisms`` (``auth_mechanisms`` in order, space-separated as
+    RabbitMQ): EXTERNAL only on TLS connections, certificate or not."""
+    return " ".join(n for n in enabled if n in MECHANISMS and
+                    (transport.tls or not getattr(MECHANISMS[n], "tls_only", False)))
 
 
 def _refused(mechanism: str) -> errors.AccessRefusedHard:
@@ -97,8 +103,67 @@ class AMQPlain:
         return login, password
 
 
+# RabbitMQ's short names for the attributes of a subject (rabbit_ssl); others keep ssl's
+_SHORT = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU",
+          "countryName": "C", "localityName": "L", "stateOrProvinceName": "ST",
+          "domainComponent": "DC", "emailAddress": "emailAddress", "serialNumber":
+          "serialNumber", "givenName": "GN", "surname": "SN", "title": "title"}
+
+
+def _escape(v: str) -> str:   # RFC 4514, as RabbitMQ's format_rdn
+    out = "".join("\\" + c if c in ',+"\\<>;' else c for c in v)
+    return ("\\" + out if out[:1] in ("#", " ") else out)
+
+
+def subject_dn(cert: dict) -> str:
+    """The subject as RabbitMQ's ``ssl_cert_login_from = distinguished_name`` gives it:
+    the RDNs last to first, ``CN=guest,O=acme``."""
+    rdns = ["+".join(f"{_SHORT.get(k, k)}={_escape(v)}" for k, v in rdn)
+            for rdn in cert.get("subject", ())]
+    return ",".join(reversed(rdns))
+
+
+def common_name(cert: dict) -> str | None:
+    for rdn in cert.get("subject", ()):
+        for k, v in rdn:
+            if k == "commonName":
+                return v
+    return None
+
+
+class External:
+    """SASL EXTERNAL: the user is named by the client certificate TLS verified (its subject
+    DN, or its CN with ``ssl_cert_login_from: common_name``); no certificate, no login."""
+
+    name = "EXTERNAL"
+    tls_only = True
+
+    def credentials(self, response: bytes, transport: Transport,
+                    config=None) -> tuple[str, object]:
+        cert = transport.peer_certificate
+        if not cert:
+            return "", None   # refused: 403
+        how = getattr(config, "ssl_cert_login_from", "distinguished_name")
+        name = common_name(cert) if how == "common_name" else subject_dn(cert)
+        return (name, CERTIFIED) if name else ("", None)
+
+
+class Anonymous:
+    """SASL ANONYMOUS (RFC 4505): logs in as ``anonymous_login_user`` (off unless listed in
+    ``auth_mechanisms``); the response (a trace string) is ignored."""
+
+    name = "ANONYMOUS"
+
+    def credentials(self, response: bytes, transport: Transport,
+                    config=None) -> tuple[str, object]:
+        user = getattr(config, "anonymous_login_user", None)
+        return (user, CERTIFIED) if user else ("", None)
+
+
 register(Plain())
 register(AMQPlain())
+register(External())
+register(Anonymous())
 
 
 def login(broker, mechanism: str, response: bytes, transport: Transport,
@@ -107,12 +172,20 @@ def login(broker, mechanism: str, response: bytes, transport: Transport,
     not ask for ``authentication_failure_close`` (old clients: their socket is closed
     silently).  Raises AccessRefusedHard (403) when it did, CommandInvalid for a mechanism
     we do not offer, and what the mechanism raises for a response it cannot read."""
+    config = getattr(broker, "config", None)
+    enabled = getattr(config, "auth_mechanisms", DEFAULT_MECHANISMS)
     mech = MECHANISMS.get(mechanism)
-    if mech is None:
+    if mech is None or mechanism not in offered(transport, enabled).split():
         raise errors.CommandInvalid(f"invalid authentication mechanism '{mechanism}'")
-    username, password = mech.credentials(response, transport)
-    user = None if password is None else broker.authenticate(username, password,
-                                                             transport.loopback)
+    if isinstance(mech, (External, Anonymous)):
+        username, password = mech.credentials(response, transport, config)
+    else:
+        username, password = mech.credentials(response, transport)
+    if password is CERTIFIED:
+        user = broker.certified(username, transport.loopback)
+    else:
+        user = None if password is None else broker.authenticate(username, password,
+                                                                 transport.loopback)
     if user is None:
         log.warning("login refused for user %r from %s (mechanism %s)", username,
                     transport.peer, mechanism)

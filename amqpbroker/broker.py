@@ -131,6 +131,14 @@ class Broker:
             raise errors.AccessRefusedHard(f"user '{username}' can only connect via localhost")
         return user
 
+    def certified(self, username: str, peer_is_loopback: bool):
+        """The user a certificate (EXTERNAL) or the configuration (ANONYMOUS) names, or
+        None when there is none; the loopback rule holds as for a password."""
+        user = self.users.get(username)
+        if user is not None and user.loopback_only and not peer_is_loopback:
+            raise errors.AccessRefusedHard(f"user '{username}' can only connect via localhost")
+        return user
+
     def set_permissions(self, p: Permission) -> None:
         """Give (or replace) a user's rights on a vhost; connections already open keep the
         rights they opened with (as the channel caches its checks)."""

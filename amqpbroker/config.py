@@ -161,6 +161,10 @@ _CHECKS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
     "listen.tls.min_version": (lambda v: v in ("tlsv1.2", "tlsv1.3"),
                                "one of tlsv1.2, tlsv1.3"),
     "storage.path": (lambda v: v != "" and "\0" not in v, "a directory path"),
+    "auth_mechanisms[]": (lambda v: v in ("PLAIN", "AMQPLAIN", "EXTERNAL", "ANONYMOUS"),
+                          "one of PLAIN, AMQPLAIN, EXTERNAL, ANONYMOUS"),
+    "ssl_cert_login_from": (lambda v: v in ("distinguished_name", "common_name"),
+                            "one of distinguished_name, common_name"),
     "vhosts[]": (lambda v: _nbytes(v, 1), f"a vhost name of 1..{SHORTSTR} bytes"),
     "users[].name": (lambda v: _nbytes(v, 1), f"a user name of 1..{SHORTSTR} bytes"),
     "definitions.exchanges[].name": (lambda v: _nbytes(v, 1),
@@ -343,6 +347,12 @@ def from_dict(data: typing.Any, lines: dict | None = None) -> Config:
             except re.error as e:
                 raise ConfigError(f"permissions[{i}].{key}: expected a regular expression, "
                                   f"got {value!r} ({e})") from None
+    _duplicates(cfg.auth_mechanisms, "auth_mechanisms", "mechanism", lines)
+    if not cfg.auth_mechanisms:
+        raise ConfigError("auth_mechanisms: expected at least one mechanism, got []")
+    if "ANONYMOUS" in cfg.auth_mechanisms and cfg.anonymous_login_user not in names:
+        raise ConfigError(f"anonymous_login_user: expected one of the users (ANONYMOUS is in "
+                          f"auth_mechanisms), got {cfg.anonymous_login_user!r}")
     d = cfg.definitions
     for kind, items in (("exchanges", d.exchanges), ("queues", d.queues),
                         ("bindings", d.bindings)):

@@ -127,3 +127,8 @@ class Config:
                                     loopback_only=True),)
     permissions: tuple[Permission, ...] = (Permission("guest", "/"),)
     definitions: Definitions = field(default_factory=Definitions)
+    # SASL mechanisms offered, in order (RabbitMQ's auth_mechanisms): PLAIN, AMQPLAIN,
+    # EXTERNAL (TLS only: the client certificate names the user), ANONYMOUS
+    auth_mechanisms: tuple[str, ...] = ("PLAIN", "AMQPLAIN")
+    ssl_cert_login_from: str = "distinguished_name"   # or common_name
+    anonymous_login_user: str | None = None           # who ANONYMOUS logs in as

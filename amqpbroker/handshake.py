@@ -39,7 +39,8 @@ class Handshake:
         }
         self.send(framing.method_frame(0, C.Connection.Start(
             version_major=0, version_minor=9, server_properties=props,
-            mechanisms=auth.offered(self.transport), locales="en_US")))
+            mechanisms=auth.offered(self.transport, self.config.auth_mechanisms),
+            locales="en_US")))
         self.state = AWAIT_START_OK
 
     def _connection_method(self, m, now: float) -> None:

@@ -106,10 +106,11 @@ def messages(frames) -> list[Msg]:
 
 class Client:
     def __init__(self, broker: Broker | None = None, config: Config | None = None,
-                 mode: str = "whole", peer: tuple = ("127.0.0.1", 5000), now: float = 0.0):
+                 mode: str = "whole", peer: tuple = ("127.0.0.1", 5000), now: float = 0.0,
+                 transport: Transport | None = None):
         assert mode in MODES
         self.broker = broker if broker is not None else Broker(config or Config())
-        self.conn = Connection(self.broker, Transport(peer=peer), now=now)
+        self.conn = Connection(self.broker, transport or Transport(peer=peer), now=now)
         self.mode = mode
         self.now = now
         self.frame_max = self.broker.config.limits.frame_max

@@ -3,6 +3,7 @@ decoding (our own table decoder, not pamqp's), the transport's loopback rule, an
 Connection offering and using what the registry holds."""
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import pytest
@@ -33,8 +34,8 @@ T = Transport()
 
 
 def test_offered_mechanisms_are_the_registry_in_order():
-    assert list(auth.MECHANISMS) == ["PLAIN", "AMQPLAIN"]
-    assert auth.offered(T) == "PLAIN AMQPLAIN"
+    assert list(auth.MECHANISMS) == ["PLAIN", "AMQPLAIN", "EXTERNAL", "ANONYMOUS"]
+    assert auth.offered(T) == "PLAIN AMQPLAIN"   # the default auth_mechanisms
     c = Client()
     c.conn.receive_data(b"AMQP\x00\x00\x09\x01", 0.0)
     out = c.conn.data_to_send()
@@ -116,13 +117,14 @@ class Reversed:
 
 def test_a_registered_mechanism_is_offered_and_used_by_connections():
     auth.register(Reversed())
+    config = dataclasses.replace(Config(), auth_mechanisms=("PLAIN", "AMQPLAIN", "X-REVERSED"))
     try:
-        c = Client()
+        c = Client(config=config)
         start = c.start()
         assert start.mechanisms.split() == ["PLAIN", "AMQPLAIN", "X-REVERSED"]
         frames = c.start_ok(mechanism="X-REVERSED", response="tseug\0guest")
         assert names(frames) == ["Connection.Tune"]
-        c2 = Client()
+        c2 = Client(config=config)
         c2.start()
         frames = c2.start_ok(mechanism="X-REVERSED", response="guest\0guest")
         assert close_frame(frames, 0).reply_code == 403
@@ -138,3 +140,85 @@ def test_connection_keeps_its_transport():
     conn = Connection(c.broker, t, 0.0)
     assert conn.transport is t and conn.peer == ("127.0.0.1", 40000)
     assert not conn.transport.tls and conn.transport.peer_certificate is None
+
+
+# ---------------------------------------------------------------------- EXTERNAL, ANONYMOUS
+
+ALICE = {"subject": ((("countryName", "DE"),), (("organizationName", "Acme, Inc"),),
+                     (("commonName", "alice"),))}
+GUEST = {"subject": ((("commonName", "guest"),),)}
+
+
+def tls(cert=None, peer=("127.0.0.1", 5000)) -> Transport:
+    return Transport(peer=peer, tls=True, peer_certificate=cert)
+
+
+def with_mechanisms(*mechanisms, **kw) -> Config:
+    return dataclasses.replace(Config(), auth_mechanisms=mechanisms, **kw)
+
+
+def test_external_is_offered_on_tls_connections_only():
+    enabled = ("PLAIN", "AMQPLAIN", "EXTERNAL")
+    assert auth.offered(tls(), enabled) == "PLAIN AMQPLAIN EXTERNAL"   # no certificate too
+    assert auth.offered(T, enabled) == "PLAIN AMQPLAIN"
+    assert auth.offered(tls(GUEST)) == "PLAIN AMQPLAIN"   # not enabled: not offered
+    c = Client(config=with_mechanisms(*enabled), transport=tls(GUEST))
+    assert c.start().mechanisms == "PLAIN AMQPLAIN EXTERNAL"
+    plain = Client(config=with_mechanisms(*enabled))
+    assert plain.start().mechanisms == "PLAIN AMQPLAIN"
+    frames = plain.start_ok(mechanism="EXTERNAL", response="")   # not offered: refused,
+    assert names(frames) == [] and plain.conn.should_close         # silently (start state)
+
+
+def test_the_subject_as_rabbitmq_names_it():
+    assert auth.subject_dn(ALICE) == "CN=alice,O=Acme\\, Inc,C=DE"
+    assert auth.subject_dn(GUEST) == "CN=guest"
+    assert auth.common_name(ALICE) == "alice"
+    multi = {"subject": ((("organizationalUnitName", "a"), ("organizationalUnitName", "b")),)}
+    assert auth.subject_dn(multi) == "OU=a+OU=b"
+
+
+@pytest.mark.parametrize("login_from,cert,ok", [
+    ("common_name", GUEST, True),
+    ("distinguished_name", GUEST, False),   # the user "CN=guest" does not exist
+    ("common_name", ALICE, False),          # no user alice
+    ("common_name", None, False),           # no certificate: refused
+])
+def test_external_login(login_from, cert, ok):
+    c = Client(config=with_mechanisms("EXTERNAL", ssl_cert_login_from=login_from),
+               transport=tls(cert))
+    c.start()
+    frames = c.start_ok(mechanism="EXTERNAL", response="")
+    if ok:
+        assert names(frames) == ["Connection.Tune"]
+        assert c.conn.user.name == "guest"
+    else:
+        close = close_frame(frames, 0)
+        assert (close.reply_code, close.reply_text) == (403, (
+            "ACCESS_REFUSED - Login was refused using authentication mechanism EXTERNAL. "
+            "For details see the broker logfile."))
+
+
+def test_external_with_a_distinguished_name_user():
+    from amqpbroker.config import Permission, User
+    config = dataclasses.replace(with_mechanisms("EXTERNAL"),
+                                 users=(User("CN=alice,O=Acme\\, Inc,C=DE"),),
+                                 permissions=(Permission("CN=alice,O=Acme\\, Inc,C=DE", "/"),))
+    c = Client(config=config, transport=tls(ALICE))
+    c.start()
+    assert names(c.start_ok(mechanism="EXTERNAL", response="")) == ["Connection.Tune"]
+
+
+def test_external_keeps_the_loopback_rule():
+    c = Client(config=with_mechanisms("EXTERNAL", ssl_cert_login_from="common_name"),
+               transport=tls(GUEST, peer=("10.0.0.7", 5000)))
+    c.start()
+    close = close_frame(c.start_ok(mechanism="EXTERNAL", response=""), 0)
+    assert close.reply_code == 403 and "can only connect via localhost" in close.reply_text
+
+
+def test_anonymous_logs_in_as_the_configured_user():
+    c = Client(config=with_mechanisms("ANONYMOUS", "PLAIN", anonymous_login_user="guest"))
+    assert c.start().mechanisms == "ANONYMOUS PLAIN"
+    assert names(c.start_ok(mechanism="ANONYMOUS", response="trace")) == ["Connection.Tune"]
+    assert c.conn.user.name == "guest"

@@ -201,6 +201,16 @@ MISTAKES = [
     ("users:\n  - {name: alice, password: x}\n",
      "permissions: not set, and the default (user 'guest' on vhost '/') names a user or "
      "vhost this file does not have; set permissions ([] for none)"),
+    # SASL mechanisms (issue 11)
+    ("auth_mechanisms: [PLAIN, CRAM-MD5]\n",
+     "auth_mechanisms[1]: expected one of PLAIN, AMQPLAIN, EXTERNAL, ANONYMOUS, got 'CRAM-MD5'"),
+    ("auth_mechanisms: []\n", "auth_mechanisms: expected at least one mechanism, got []"),
+    ("auth_mechanisms:\n  - PLAIN\n  - PLAIN\n",
+     "auth_mechanisms[1]: duplicate mechanism 'PLAIN' at line 3 (first at line 2)"),
+    ("auth_mechanisms: [ANONYMOUS]\n", "anonymous_login_user: expected one of the users "
+     "(ANONYMOUS is in auth_mechanisms), got None"),
+    ("ssl_cert_login_from: cn\n",
+     "ssl_cert_login_from: expected one of distinguished_name, common_name, got 'cn'"),
     # YAML that is not one plain document
     ("a: 1\n---\nb: 2\n",
      "invalid YAML at line 2, column 1: expected a single document in the stream, but found "
