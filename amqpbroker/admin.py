@@ -1,6 +1,7 @@
 """A synchronous facade over the broker, for the management HTTP API and a CLI (issue 12):
 list and inspect every object in RabbitMQ's JSON shapes and field names, declare and
-delete, bind and unbind, purge, close a connection, export and import definitions.
+delete, bind and unbind, purge, drain (poison pills), close a connection, export and
+import definitions.
 
 It goes through the vhosts' public methods, which validate as a client's declaration is
 validated (same errors, same texts), and reads queues only through the queue-type seam
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from . import __version__, access, definitions, errors, metrics
+from . import __version__, access, definitions, errors, metrics, poisonpill
 from .definitions import json_value
 from .exchanges import Exchange
 
@@ -243,6 +244,26 @@ class Admin:
     def purge_queue(self, vhost: str, name: str) -> int:
         self._check(access.purge_queue, vhost, name)
         return self._queue(vhost, name).purge()
+
+    def drain(self, vhost: str, name: str) -> int:
+        """Append one poison pill per current consumer of the queue, so that a fleet of
+        workers finishes what was queued before and stops: each pill stops the consumer
+        it reaches, which is cancelled once it acks it (delivery.py).  Consumers already
+        stopping on a pill are not counted.  A pill is published through the default
+        exchange (the user needs write on it, as for a publish), persistent when the
+        queue is durable.  Returns how many pills the queue took (a length limit with
+        ``reject-publish`` may refuse some)."""
+        self._check(access.publish, vhost, "")
+        vh, q = self._vhost(vhost), self._queue(vhost, name)
+        stopping = sum(1 for conn in self.broker.connections if conn.vhost is vh
+                       for ch in conn.channels.values() for c in ch.consumers.values()
+                       if c.queue is q and c.stopped)
+        taken = 0
+        for _ in range(q.consumer_count - stopping):
+            pill = poisonpill.message(name, q.durable)
+            _route, ticket = vh.publish(vh.default_exchange, pill)
+            taken += bool(ticket)     # REFUSED (False): a reject-publish length limit
+        return taken
 
     def bind(self, vhost: str, source: str, destination: str, destination_type: str = "queue",
              routing_key: str = "", arguments: dict | None = None) -> dict:

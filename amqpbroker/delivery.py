@@ -1,7 +1,7 @@
 """Consumers and delivery: Basic.Qos/Consume/Cancel/Get/Recover, delivery tags, the
-unacked table and its settlement (ack, nack, reject), redispatch.  The channel is the
-queues' delivery sink (``can_deliver``, ``deliver``, ``cancelled``: queues/base.py).  A mixin of
-``channel.Channel``."""
+unacked table and its settlement (ack, nack, reject), redispatch, poison pills.  The
+channel is the queues' delivery sink (``can_deliver``, ``deliver``, ``cancelled``:
+queues/base.py).  A mixin of ``channel.Channel``."""
 from __future__ import annotations
 
 import base64
@@ -10,12 +10,19 @@ from collections import OrderedDict
 
 from pamqp import commands as C
 
-from . import access, errors, framing
+from . import access, errors, framing, poisonpill
 from . import methods as M
 from .framing import Settle
-from .message import set_headers, v_long
+from .message import F_HEADERS, set_headers, v_long
 from .queues import ACK, REJECT, REQUEUE, Consumer, QueueType
 from .vhost import REPLY_TO
+
+
+# The first filter for a pill, in the hot path of every message with headers: the byte of
+# the key's length (13) anywhere in the properties.  A one-byte ``in`` is a memchr (about
+# 170 instructions); a longer needle costs CPython about 2,400 (bench/callgrind.py:
+# headers +3.7 %), so poisonpill.is_pill searches for the whole key only behind this.
+_PILL_KEY_LEN = poisonpill.MARK[0]
 
 
 def _ctag() -> str:
@@ -45,6 +52,9 @@ class Delivery:
             self.counters.redeliver += 1
             queue.counters.redeliver += 1
         msg = qm.msg
+        if msg.flags & F_HEADERS and _PILL_KEY_LEN in msg.props and \
+                self._deliver_pill(consumer, qm, tag):
+            return
         if qm.delivery_count:
             self.conn.send(framing.deliver(self.number, consumer.tag, tag, qm.redelivered,
                                            msg.exchange, msg.routing_key, _props(qm),
@@ -86,6 +96,8 @@ class Delivery:
         if outcome == ACK:
             self.counters.ack += len(entries)
         _settle_batches(entries, outcome, touched)
+        if self.pills:
+            self._pills_settled(entries, outcome)
 
     def _redispatch(self, touched: dict[int, QueueType] | None = None) -> None:
         touched = touched if touched is not None else {}
@@ -99,6 +111,10 @@ class Delivery:
     def requeue_all(self) -> dict:
         """Channel closing (or Basic.Recover): every unacked message back to its queue."""
         entries, self.unacked = list(self.unacked.values()), OrderedDict()
+        if self.pills:  # every pill goes back: its consumer is an ordinary one again
+            for c in self.pills.values():
+                c.stopped = False
+            self.pills.clear()
         if self.tx:  # acks buffered in an uncommitted transaction: still unacked
             entries += [e for item in self.tx if len(item) == 2 for _t, e in item[1]]
             self.tx = [item for item in self.tx if len(item) == 3]
@@ -116,6 +132,49 @@ class Delivery:
         if self.consumers.pop(c.tag, None) is not None and not self.closing and \
                 self.conn.client_caps.get("consumer_cancel_notify"):
             self.conn.send(M.cancel(self.number, c.tag))
+
+    # ------------------------------------------------------------------ poison pills
+    # A pill delivered to a consumer stops it (``stopped``: the queue skips it) and waits in
+    # ``pills`` (tag -> consumer) for its settlement: acked or rejected for good, the
+    # consumer is cancelled; requeued, the consumer is an ordinary one again and the pill
+    # an ordinary message for whoever comes next.  Under no-ack the cancel is at once.
+
+    def _deliver_pill(self, consumer: Consumer, qm, tag: int) -> bool:
+        """A message whose properties name the header: if it is a pill, deliver it (the
+        generic encoder: pills are rare) and stop the consumer.  False: an ordinary one."""
+        msg = qm.msg
+        if not poisonpill.is_pill(msg):
+            return False
+        self.conn.send(framing.deliver(self.number, consumer.tag, tag, qm.redelivered,
+                                       msg.exchange, msg.routing_key, _props(qm), msg.body,
+                                       self.conn.frame_max))
+        consumer.stopped = True
+        if consumer.no_ack:
+            self._pill_cancel(consumer)
+        else:
+            self.pills[tag] = consumer
+        return True
+
+    def _pills_settled(self, entries: list, outcome: int) -> None:
+        for tag, _entry in entries:
+            c = self.pills.pop(tag, None)
+            if c is None:
+                continue
+            if outcome == REQUEUE:
+                c.stopped = False
+            else:
+                self._pill_cancel(c)
+
+    def _pill_cancel(self, c: Consumer) -> None:
+        """The consumer took its pill: cancelled as if the client had cancelled it, and
+        told with Basic.Cancel when the client understands it.  A consumer the client
+        cancelled meanwhile (its tag gone or reused) is left alone."""
+        if self.consumers.get(c.tag) is not c:
+            return
+        del self.consumers[c.tag]
+        if not self.closing and self.conn.client_caps.get("consumer_cancel_notify"):
+            self.conn.send(M.cancel(self.number, c.tag))
+        self._remove_consumer(c)
 
     # ------------------------------------------------------------------ methods
 

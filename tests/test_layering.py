@@ -17,7 +17,8 @@ PERF = PKG.parent / "amqpbroker_perf"
 # dataclasses (configschema) below the loader that fills them (config).
 LAYERS = ["errors", "access", "metrics", "scheduler", "values", "topictrie", "exchanges",
           "yamlfile", "configschema", "config",
-          "framefaults", "wirecheck", "methods", "framing", "message", "confirms",
+          "framefaults", "wirecheck", "methods", "framing", "message", "poisonpill",
+          "confirms",
           "queues", "store", "queuetimers", "dlx", "vhost", "broker", "definitions", "admin",
           "content", "delivery", "replyto", "publish", "transactions", "topology",
           "channel", "heartbeat", "auth", "handshake", "connection", "listeners", "tls",

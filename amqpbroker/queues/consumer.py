@@ -7,10 +7,11 @@ from ..message import shortstr
 
 class Consumer:
     """A consumer as the channel declares it.  The channel reads ``tag``, ``tag_ss``,
-    ``no_ack``, ``queue`` and may set ``prefetch`` (Basic.Qos); ``unacked`` is the queue's."""
+    ``no_ack``, ``queue`` and may set ``prefetch`` (Basic.Qos) and ``stopped`` (a poison
+    pill was delivered to it: no further deliveries); ``unacked`` is the queue's."""
 
     __slots__ = ("tag", "channel", "queue", "no_ack", "exclusive", "priority", "prefetch",
-                 "unacked", "arguments", "tag_ss")
+                 "unacked", "arguments", "tag_ss", "stopped")
 
     def __init__(self, tag: str, channel, queue, no_ack: bool, exclusive: bool,
                  priority: int, prefetch: int, arguments: dict):
@@ -24,10 +25,11 @@ class Consumer:
         self.unacked = 0
         self.arguments = arguments
         self.tag_ss = shortstr(tag)  # encoded once for every Basic.Deliver
+        self.stopped = False
 
     def has_capacity(self) -> bool:
         return (self.no_ack or not self.prefetch or self.unacked < self.prefetch) and \
-            self.channel.can_deliver()
+            not self.stopped and self.channel.can_deliver()
 
 
 class Consumers:
