@@ -18,7 +18,7 @@ PERF = PKG.parent / "amqpbroker_perf"
 LAYERS = ["errors", "access", "metrics", "scheduler", "values", "topictrie", "exchanges",
           "yamlfile", "configschema", "config",
           "framefaults", "wirecheck", "methods", "framing", "message", "confirms",
-          "queues", "store", "queuetimers", "dlx", "vhost", "broker", "definitions", "admin",
+          "queues", "store", "queuetimers", "dlx", "delayset", "delayed", "vhost", "broker", "definitions", "admin",
           "content", "delivery", "replyto", "publish", "transactions", "topology",
           "channel", "heartbeat", "auth", "handshake", "connection", "listeners",
           "server", "__main__"]
