@@ -6,10 +6,11 @@ Transient messages (and every message when the exchange or the store is not dura
 in a heap in RAM.  Persistent ones on a durable exchange are written to the store's own
 table (``put_delayed``; the publish's confirm ticket is that write's store generation) and
 only a window of them is in RAM: every stored row with key (due ms, seq) up to ``horizon``
-is in the heap, none above it.  When the heap holds fewer than a quarter of the window the
-next window is read back (``store.delayed_after(horizon, window)``, a range scan of the
-table's primary key); when it holds more than twice the window the latest are evicted from
-RAM (they stay in the store).  So 10 million pending persistent messages need about
+is in the heap, none above it.  When the heap holds fewer than half the window the next
+rows are read back, ``REFILL`` at a time (``store.delayed_after(horizon, REFILL)``, a range
+scan of the table's primary key: small reads, well ahead of their due time, so that no
+read holds the event loop long enough to make a release late); when it holds more than
+twice the window the latest are evicted from RAM (they stay in the store).  So 10 million pending persistent messages need about
 ``2 * window`` messages of memory.
 
 A row the store has not committed yet is invisible to ``delayed_after`` (which reads the
@@ -28,7 +29,8 @@ import logging
 
 log = logging.getLogger("amqpbroker.delayed")
 
-WINDOW = 10_000   # persistent messages read back at a time (RAM holds up to twice this)
+WINDOW = 10_000   # stored messages kept in RAM: refilled below half, evicted above twice
+REFILL = 256      # rows read back at a time: about 3 ms on the event loop (10,000: 120 ms)
 BATCH = 512       # releases per scheduler call: a backlog (after a restart) yields the loop
 _BEFORE_ALL = (-(1 << 63), -(1 << 63))
 
@@ -43,6 +45,7 @@ class DelayedSet:
         self.release = release            # fn(msg): route it now
         self.store = vhost.store if persistent and vhost.store.durable else None
         self.window = window or WINDOW  # (read here: a test sets a small one)
+        self.chunk = min(REFILL, self.window)
         wall = vhost.wall_clock()
         self.offset = wall - self.clock()  # wall seconds = monotonic seconds + offset
         # unique and increasing across restarts (the store's key is (due, seq)): a start
@@ -118,13 +121,13 @@ class DelayedSet:
         synced = store.synced  # rows written by then are committed: the query sees them
         rows = store.delayed_after(self.vhost, self.exchange,
                                    None if self.horizon is _BEFORE_ALL else self.horizon,
-                                   self.window)
+                                   self.chunk)
         heap, offset = self.heap, self.offset
         seen = {seq for _due, seq, _msg in rows} if self.unsynced else ()
         for due_ms, seq, msg in rows:
             heapq.heappush(heap, (due_ms / 1000 - offset, seq, msg, (due_ms, seq), 0))
         self.stored += len(rows)
-        horizon = (rows[-1][0], rows[-1][1]) if len(rows) == self.window else None
+        horizon = (rows[-1][0], rows[-1][1]) if len(rows) == self.chunk else None
         keep = []
         for e in self.unsynced:
             if horizon is None or e[3] <= horizon:
@@ -153,10 +156,12 @@ class DelayedSet:
         now = self.scheduler.now
         if now is None:
             now = self.clock()
-        heap, store, low = self.heap, self.store, max(1, self.window // 4)
+        heap, store, low = self.heap, self.store, max(1, self.window // 2)
         n = 0
         while n < BATCH:
-            if store is not None and self.horizon is not None and self.stored < low:
+            # while one stored message is in RAM, the heap's first is the first of all
+            # (every row above the horizon is later): read more only when none is left
+            if not self.stored and store is not None and self.horizon is not None:
                 self._refill()
             if not heap or heap[0][0] > now:
                 break
@@ -171,6 +176,9 @@ class DelayedSet:
             except Exception:  # one message that cannot be routed must not stop the rest
                 log.exception("releasing a delayed message of exchange '%s' failed",
                               self.exchange)
+        # then ahead of time, after what was due went out
+        if store is not None and self.horizon is not None and self.stored < low:
+            self._refill()
         if len(self.unsynced) > self.window:
             self._prune()
         if heap:

@@ -298,3 +298,97 @@ def test_mandatory_delayed_publish_is_not_returned_and_confirmed_at_once():
     got = messages(c.recv())
     assert [(m.body, m.properties.headers["x-delay"]) for m in got] == [(b"late", -20)]
     assert vh.exchanges["d"].counters.drop_unroutable == 1  # "nowhere", at its release
+
+
+# ---------------------------------------------------------------------- x-delivery-delay
+
+def delay_queue(vh, name="dq", ms=200, **extra):
+    return vh.declare_queue(name, False, False, False, False,
+                            {"x-delivery-delay": ms, **extra}, None)
+
+
+def test_queue_delivery_delay_makes_each_message_visible_after_it():
+    clock = Clock()
+    vh = VirtualHost("/", clock=clock)
+    dq, plain = delay_queue(vh), vh.declare_queue("p", False, False, False, False, {}, None)
+    fan = vh.declare_exchange("f", "fanout", False, False, False, False, {})
+    vh.bind("f", dq, "", {})
+    vh.bind("f", plain, "", {})
+    m = Message("f", "", C.Basic.Properties(headers={"n": 1}).marshal(), b"x")
+    route, ticket = vh.publish(fan, m)
+    assert route.queues == [dq, plain] and ticket is True
+    assert plain.message_count == 1 and dq.message_count == 0  # the other queue: at once
+    advance(vh, clock, 0.1)
+    vh.publish(vh.default_exchange, Message("", "dq", C.Basic.Properties(
+        headers={"n": 2}).marshal(), b"y"))
+    assert len(vh.scheduler) == 1
+    advance(vh, clock, 0.1)
+    assert [m.headers["n"] for m in drain(dq, clock.now)] == [1]
+    advance(vh, clock, 0.1)
+    assert [m.headers["n"] for m in drain(dq, clock.now)] == [2]
+    assert dq.counters.publish == 2
+    # the message's own headers are not touched (no x-delay rewrite here)
+    vh.publish(vh.default_exchange, Message("", "dq", m.props, b"z"))
+    advance(vh, clock, 0.2)
+    assert drain(dq, clock.now)[0].props == m.props
+
+
+def test_queue_delivery_delay_ttl_counts_from_visibility_and_delete_drops():
+    clock = Clock()
+    vh = VirtualHost("/", clock=clock)
+    dq = delay_queue(vh, ms=500, **{"x-message-ttl": 300})
+    vh.publish(vh.default_exchange, Message("", "dq", C.Basic.Properties().marshal(), b""))
+    advance(vh, clock, 0.5)
+    assert dq.message_count == 1            # visible now, its TTL starts now
+    advance(vh, clock, 0.29)
+    assert dq.message_count == 1
+    advance(vh, clock, 0.02)
+    assert dq.message_count == 0
+    vh.publish(vh.default_exchange, Message("", "dq", C.Basic.Properties().marshal(), b""))
+    vh.delete_queue(dq)
+    assert len(vh.scheduler) == 0 and not vh.delivery_delays
+
+
+@pytest.mark.parametrize("value, text", [
+    (-1, "invalid arg 'x-delivery-delay' for queue 'dq' in vhost '/': {value_negative,-1}"),
+    ("5", "invalid arg 'x-delivery-delay' for queue 'dq' in vhost '/': "
+          "\"expected integer, got longstr\""),
+    (1 << 32, "invalid arg 'x-delivery-delay' for queue 'dq' in vhost '/': "
+              "{value_too_large,4294967296}"),
+])
+def test_queue_delivery_delay_validated(value, text):
+    vh = VirtualHost("/")
+    with pytest.raises(errors.PreconditionFailed) as ei:
+        delay_queue(vh, ms=value)
+    assert ei.value.reply_text == PF + text
+
+
+def test_queue_delivery_delay_equivalence_and_zero_is_none():
+    vh = VirtualHost("/")
+    delay_queue(vh, ms=100)
+    with pytest.raises(errors.PreconditionFailed) as ei:
+        delay_queue(vh, ms=200)
+    assert ei.value.reply_text == PF + "inequivalent arg 'x-delivery-delay' for queue 'dq' " \
+        "in vhost '/': received '200' but current is '100'"
+    delay_queue(vh, "zero", ms=0)
+    assert len(vh.delivery_delays) == 1
+
+
+def test_queue_delivery_delay_persistent_stored_and_recovered(tmp_path):
+    from amqpbroker.store.sqlite import SQLiteStore
+    store = SQLiteStore(str(tmp_path))
+    broker = Broker(store=store)
+    vh = broker.vhosts["/"]
+    vh.declare_queue("dq", False, True, False, False, {"x-delivery-delay": 60_000}, None)
+    _route, ticket = vh.publish(vh.default_exchange, Message(
+        "", "dq", C.Basic.Properties(delivery_mode=2).marshal(), b"kept"))
+    assert isinstance(ticket, int) and ticket > store.synced   # confirmed after the commit
+    store.close()
+    store = SQLiteStore(str(tmp_path))
+    broker = Broker(store=store)
+    vh = broker.vhosts["/"]
+    q = vh.queues["dq"]
+    assert q.message_count == 0 and len(vh.delivery_delays[q]) == 1
+    vh.scheduler.run_due(vh.scheduler.next_deadline())
+    assert q.message_count == 1 and q.take(0).msg.body == b"kept"
+    store.close()
