@@ -11,6 +11,7 @@ from . import errors, values
 from .confirms import REFUSED, SAFE, join
 from .dlx import dead_letter
 from .exchanges import Binding, DefaultExchange, Exchange, exchange_class, exchange_type
+from .exchanges.base import Taken
 from .exchanges.routing import route
 from .message import Message
 from .metrics import VhostCounters
@@ -355,7 +356,7 @@ class VirtualHost:
             queues = [q]
         else:
             queues = route(self, exchange, msg)
-            if queues.deferred:  # kept by a type (delayed.py): its ticket counts too
+            if type(queues) is Taken and queues.deferred:  # kept by a type (delayed.py)
                 ticket = self._deliver(queues, msg)
                 return queues, ticket and join(ticket, queues.deferred)
         return queues, self._deliver(queues, msg)
