@@ -6,10 +6,12 @@ import base64
 import os
 import time
 
+from . import delayed  # noqa: F401  (registers x-delayed-message, x-delayed-exchange)
 from . import errors, values
 from .confirms import REFUSED, SAFE, join
 from .dlx import dead_letter
-from .exchanges import Binding, DefaultExchange, Exchange, exchange_type
+from .exchanges import Binding, DefaultExchange, Exchange, exchange_class, exchange_type
+from .exchanges.base import Taken
 from .exchanges.routing import route
 from .message import Message
 from .metrics import VhostCounters
@@ -70,6 +72,7 @@ class VirtualHost:
         self.name = name
         self.store = store if store is not None else MemoryStore()
         self.clock = clock                       # monotonic seconds; tests pass their own
+        self.wall_clock = time.time              # what outlives a restart (delayed.py)
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, QueueType] = {}
         self.reply_to: dict[str, object] = {}    # direct reply-to: token -> channel
@@ -77,6 +80,7 @@ class VirtualHost:
         self.scheduler = scheduler if scheduler is not None else Scheduler()
         self.timers = QueueTimers(self)          # the queues' wake-ups in it
         self.counters = VhostCounters()          # totals, refreshed off the hot path
+        self.delivery_delays: dict = {}          # queue -> its x-delivery-delay DelayedSet
         self.default_exchange = DefaultExchange()
         self.default_exchange.create(self)
         for name, type_, internal in (
@@ -127,7 +131,7 @@ class VirtualHost:
             if name.startswith("amq."):
                 raise errors.AccessRefused(
                     f"exchange name '{name}' contains reserved prefix 'amq.*'")
-            cls = exchange_type(type_)
+            cls = exchange_class(type_, arguments)
             if cls is None:
                 raise errors.PreconditionFailed(f"unknown exchange type '{type_}'")
             cls.validate(arguments, f"for exchange '{name}' {self._in()}")
@@ -277,6 +281,8 @@ class VirtualHost:
                                   self.dead_letter, self.timers.schedule, now, self.store,
                                   self.name, arg_types)
         self.queues[name] = q
+        if args.delivery_delay:
+            delayed.delay_queue(self, q)
         return q
 
     def delete_queue(self, q: QueueType) -> int:
@@ -288,6 +294,8 @@ class VirtualHost:
         for b in list(q.bindings):
             self._drop_binding(b)
         self.timers.cancel(q)
+        if q in self.delivery_delays:
+            self.delivery_delays.pop(q).drop()
         return q.delete()
 
     # ------------------------------------------------------------------ recovery
@@ -299,7 +307,7 @@ class VirtualHost:
         for d in recovered.exchanges:
             if d.vhost != self.name or d.name in self.exchanges:
                 continue
-            cls = exchange_type(d.type)
+            cls = exchange_class(d.type, d.arguments)
             if cls is None:  # (a type no longer registered: not ours to drop)
                 where = getattr(self.store, "path", "the store")
                 raise StoreError(f"{where}: exchange '{d.name}' {self._in()} has the unknown "
@@ -348,9 +356,14 @@ class VirtualHost:
             queues = [q]
         else:
             queues = route(self, exchange, msg)
+            if type(queues) is Taken and queues.deferred:  # kept by a type (delayed.py)
+                ticket = self._deliver(queues, msg)
+                return queues, ticket and join(ticket, queues.deferred)
         return queues, self._deliver(queues, msg)
 
-    def _deliver(self, queues: list[QueueType], msg: Message):
+    def _deliver(self, queues: list[QueueType], msg: Message, due: bool = False):
+        if self.delivery_delays and not due:  # some queue has x-delivery-delay
+            return delayed.deliver_delaying(self, queues, msg)
         now = self.clock()
         if len(queues) == 1:  # the usual case, without the bookkeeping
             q = queues[0]

@@ -63,6 +63,8 @@ RECIPES = {
     "topic": ({}, ("a.*", {}), ("a.b", None), ("b.a", None)),
     "headers": ({}, ("", {"x-match": "all", "h": "v"}), ("", {"h": "v"}), ("", {"h": "w"})),
     "x-test-hold": ({"x-hold-type": "topic"}, ("a.*", {}), ("a.b", None), ("b.a", None)),
+    "x-delayed-message": ({"x-delayed-type": "topic"}, ("a.*", {}), ("a.b", None),
+                          ("b.a", None)),
 }
 TYPES = sorted(RECIPES)
 PF = "PRECONDITION_FAILED - "
@@ -265,7 +267,8 @@ def test_config_types_come_from_the_registry(tmp_path):
     with pytest.raises(config.ConfigError) as ei:
         config.load(str(path))
     assert str(ei.value).endswith("definitions.exchanges[0].type: expected one of direct, "
-                                  "fanout, topic, headers, got 'x-test-hold'")
+                                  "fanout, topic, headers, x-delayed-message, got "
+                                  "'x-test-hold'")
 
 
 def test_unknown_type_in_the_store_is_an_error_naming_it(tmp_path):

@@ -19,7 +19,8 @@ LAYERS = ["errors", "access", "metrics", "scheduler", "values", "topictrie", "ex
           "yamlfile", "configschema", "config",
           "framefaults", "wirecheck", "methods", "framing", "message", "poisonpill",
           "confirms",
-          "queues", "store", "queuetimers", "dlx", "vhost", "broker", "definitions", "admin",
+          "queues", "store", "queuetimers", "dlx", "delayset", "delayed", "vhost", "broker",
+          "definitions", "admin",
           "content", "delivery", "replyto", "publish", "transactions", "topology",
           "channel", "heartbeat", "auth", "handshake", "connection", "listeners", "tls",
           "server", "__main__"]

@@ -2,12 +2,17 @@
 validation and recovery.  ``register(cls)`` adds a type (a subclass of ``Exchange``, or of
 ``Decorator`` for one that wraps another type), ``unregister(name)`` removes it,
 ``exchange_type(name)`` looks it up (None if unknown), ``EXCHANGE_TYPES`` is the mapping.
-Routing one message is ``routing.route``."""
+``exchange_class(name, arguments)`` is the class an exchange declared with those arguments
+gets: a boolean argument registered in ``VARIANTS`` (LavinMQ's ``x-delayed-exchange: true``)
+turns any type into a variant of it.  Routing one message is ``routing.route``."""
 from __future__ import annotations
 
-from .base import DEFERRED, DROPPED, Binding, Exchange, Outcome, Route
+from .base import DEFERRED, DROPPED, Binding, Exchange, Outcome, Route, deferred
 
 EXCHANGE_TYPES: dict[str, type[Exchange]] = {}
+# argument -> make(cls): the class of an exchange of type ``cls`` declared with that
+# argument true (registered by the module that implements it: delayed.py)
+VARIANTS: dict[str, object] = {}
 
 
 def register(cls: type[Exchange]) -> type[Exchange]:
@@ -28,6 +33,16 @@ def exchange_type(name) -> type[Exchange] | None:
     return EXCHANGE_TYPES.get(name) if isinstance(name, str) else None
 
 
+def exchange_class(name, arguments: dict) -> type[Exchange] | None:
+    """The class to instantiate for a declare (or a recovered row) of type ``name``."""
+    cls = exchange_type(name)
+    if cls is not None and arguments:
+        for arg, make in VARIANTS.items():
+            if arguments.get(arg) is True:
+                cls = make(cls)
+    return cls
+
+
 # the built-in types, in the order config texts list them (imported after the registry's
 # functions: decorator.py looks the wrapped type up through them)
 from .decorator import Decorator  # noqa: E402
@@ -40,7 +55,8 @@ from .topic import TopicExchange, split_topic, topic_match  # noqa: E402
 for _cls in (DirectExchange, FanoutExchange, TopicExchange, HeadersExchange):
     register(_cls)
 
-__all__ = ["DEFERRED", "DROPPED", "EXCHANGE_TYPES", "Binding", "Decorator", "DefaultExchange",
+__all__ = ["DEFERRED", "DROPPED", "EXCHANGE_TYPES", "VARIANTS", "Binding", "Decorator",
+           "DefaultExchange", "deferred", "exchange_class",
            "DirectExchange", "Exchange", "FanoutExchange", "HeadersExchange", "Outcome",
            "Route", "TopicExchange", "exchange_type", "header_value_equal", "headers_match",
            "register", "split_topic", "topic_match", "unregister"]

@@ -5,7 +5,7 @@ message nowhere.  A ``DEFERRED`` or ``DROPPED`` outcome counts as routed: no alt
 exchange is tried for it."""
 from __future__ import annotations
 
-from .base import DEFERRED, DROPPED, Exchange, Outcome, Route
+from .base import DROPPED, Exchange, Outcome, Route
 
 
 def route(vhost, exchange: Exchange, msg, keys=None) -> Route:
@@ -19,7 +19,8 @@ def route(vhost, exchange: Exchange, msg, keys=None) -> Route:
         # and no repeats to remove (a type gives each destination once for one key)
         found = exchange.route(msg, keys)
         if found.__class__ is Outcome:
-            return Route.taken((), found is DEFERRED, found is DROPPED)
+            return Route.taken((), found.ticket if found.ticket is not None else False,
+                               found is DROPPED)
         if found:
             return Route(found)
         return _alternate(vhost, exchange, msg, keys)
@@ -38,7 +39,10 @@ def _walk(vhost, exchange: Exchange, msg, keys, ae_chain: set | None) -> Route:
         visited.add(id(ex))
         found = ex.route(msg, keys)
         if found.__class__ is Outcome:
-            deferred |= found is DEFERRED
+            t = found.ticket
+            if t is not None:  # deferred: keep every deferring exchange's ticket
+                deferred = t if deferred is False else [
+                    *(deferred if type(deferred) is list else (deferred,)), t]
             dropped |= found is DROPPED
             continue
         for dest in found:

@@ -12,7 +12,9 @@ QUEUE_ARGS = ("x-queue-type", "x-message-ttl", "x-expires", "x-max-length",
               "x-max-length-bytes", "x-overflow", "x-dead-letter-exchange",
               "x-dead-letter-routing-key", "x-max-priority", "x-single-active-consumer",
               "x-delivery-limit", "x-queue-mode", "x-queue-version",
-              "x-dead-letter-strategy", "x-queue-master-locator", "x-queue-leader-locator")
+              "x-dead-letter-strategy", "x-queue-master-locator", "x-queue-leader-locator",
+              # ours (delayed.py): every message visible only after this many ms
+              "x-delivery-delay")
 
 # the x-queue-type values declare accepts: filled by the registry (queues/__init__.py)
 TYPE_NAMES: set[str] = set()
@@ -33,6 +35,7 @@ class QueueArgs:
     max_priority: int | None = None
     single_active: bool = False
     delivery_limit: int | None = None
+    delivery_delay: int | None = None  # ms, x-delivery-delay (None or 0: none)
 
     @classmethod
     def parse(cls, queue: str, vhost: str, args: dict,
@@ -105,4 +108,5 @@ class QueueArgs:
             max_priority=integer("x-max-priority", 0, 255),
             single_active=sac,
             delivery_limit=limit,
+            delivery_delay=integer("x-delivery-delay", 0, 4_294_967_295) or None,
         )

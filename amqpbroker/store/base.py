@@ -7,7 +7,10 @@ above ``gen``); a publisher confirm waits until ``synced`` covers its message.
 ``recover()`` gives back every definition put and not deleted (a put replaces the one
 with the same key: (vhost, name) for exchanges and queues, all six fields for a binding,
 its arguments compared by their encoding) and every message appended and not removed,
-per (vhost, queue) in seq order; deleting a queue deletes its messages.  ``durable``
+per (vhost, queue) in seq order; deleting a queue deletes its messages.  Delayed messages
+have a table of their own, read a window at a time (``delayed_after``: the next ``limit``
+after a (due, seq) key, committed ones; an indexed range scan), so that millions pending
+need no memory until they fall due.  ``durable``
 says whether what is kept outlives the process: queues give persistent messages only to
 a durable store.  The implementations: ``MemoryStore`` (memory.py, kept at once, so
 ``synced == gen`` always, nothing outlives the process) and ``SQLiteStore`` (sqlite.py,
@@ -90,5 +93,14 @@ class Store(Protocol):
                ttl: int | None) -> None: ...
     def remove(self, vhost: str, queue: str, seq: int) -> None: ...
     def recover(self) -> Recovered: ...
+    # delayed messages (delayed.py), per (vhost, exchange), ordered by (due, seq): ``due``
+    # in wall-clock ms (what outlives a restart), ``seq`` unique per exchange.  Not part of
+    # ``recover()``: a delayed exchange reads them back itself, a window at a time
+    def put_delayed(self, vhost: str, exchange: str, due: int, seq: int,
+                    msg: Message) -> None: ...
+    def remove_delayed(self, vhost: str, exchange: str, due: int, seq: int) -> None: ...
+    def drop_delayed(self, vhost: str, exchange: str) -> None: ...   # every one of it
+    def delayed_after(self, vhost: str, exchange: str, after: tuple[int, int] | None,
+                      limit: int) -> list[tuple[int, int, Message]]: ...
     async def sync(self) -> None: ...
     def close(self) -> None: ...

@@ -31,6 +31,8 @@ class MemoryStore:
         self._bindings: dict[tuple, BindingDef] = {}
         # (vhost, queue) -> {seq: (message, monotonic deadline of its TTL or None)}
         self._messages: dict[tuple[str, str], dict[int, tuple[Message, float | None]]] = {}
+        # (vhost, exchange) -> {(due, seq): message}
+        self._delayed: dict[tuple[str, str], dict[tuple[int, int], Message]] = {}
 
     def _bump(self) -> None:
         self.gen += 1
@@ -82,6 +84,26 @@ class MemoryStore:
             q.pop(seq, None)
         self.gen += 1
         self.synced = self.gen
+
+    def put_delayed(self, vhost: str, exchange: str, due: int, seq: int,
+                    msg: Message) -> None:
+        self._delayed.setdefault((vhost, exchange), {})[(due, seq)] = msg
+        self._bump()
+
+    def remove_delayed(self, vhost: str, exchange: str, due: int, seq: int) -> None:
+        self._delayed.get((vhost, exchange), {}).pop((due, seq), None)
+        self._bump()
+
+    def drop_delayed(self, vhost: str, exchange: str) -> None:
+        self._delayed.pop((vhost, exchange), None)
+        self._bump()
+
+    def delayed_after(self, vhost: str, exchange: str, after: tuple[int, int] | None,
+                      limit: int) -> list[tuple[int, int, Message]]:
+        # (a test store: a sort per call is fine)
+        rows = self._delayed.get((vhost, exchange), {})
+        keys = sorted(k for k in rows if after is None or k > after)[:limit]
+        return [(due, seq, rows[(due, seq)]) for due, seq in keys]
 
     # ------------------------------------------------------------------ recovery, sync
 

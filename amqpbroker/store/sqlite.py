@@ -44,6 +44,19 @@ CREATE TABLE IF NOT EXISTS messages (
     bcc TEXT, expires_at REAL, PRIMARY KEY (vhost, queue, seq)) WITHOUT ROWID;
 """
 
+# Delayed messages (delayed.py): a table of their own, created where it is missing (no new
+# schema version: a broker without the feature ignores the table).  The primary key is the
+# order of release, so the next window is one range scan of the B-tree.
+DELAYED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS delayed (
+    vhost TEXT NOT NULL, exchange BLOB NOT NULL, due INTEGER NOT NULL, seq INTEGER NOT NULL,
+    routing_key BLOB NOT NULL, props BLOB NOT NULL, body BLOB NOT NULL, cc TEXT, bcc TEXT,
+    PRIMARY KEY (vhost, exchange, due, seq)) WITHOUT ROWID;
+"""
+DELAYED_AFTER = ("SELECT due, seq, routing_key, props, body, cc, bcc FROM delayed "
+                 "WHERE vhost = ? AND exchange = ? AND (due, seq) > (?, ?) "
+                 "ORDER BY due, seq LIMIT ?")
+
 # schema 1 -> 2: every table rebuilt, TEXT names cast to their UTF-8 bytes
 MIGRATE_1_2 = """
 ALTER TABLE exchanges RENAME TO exchanges_v1;
@@ -75,6 +88,9 @@ SQL = {
           "destination = ? AND routing_key = ? AND arguments = ?",
     "m+": "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     "m-": "DELETE FROM messages WHERE vhost = ? AND queue = ? AND seq = ?",
+    "d+": "INSERT OR REPLACE INTO delayed VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "d-": "DELETE FROM delayed WHERE vhost = ? AND exchange = ? AND due = ? AND seq = ?",
+    "dx-": "DELETE FROM delayed WHERE vhost = ? AND exchange = ?",
 }
 
 
@@ -82,6 +98,7 @@ def open_schema(db: sqlite3.Connection) -> None:
     """Create the schema, or migrate an older one (in one transaction)."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version == SCHEMA_VERSION:
+        db.executescript(DELAYED_SCHEMA)
         return
     if version > SCHEMA_VERSION:
         raise sqlite3.DatabaseError(f"store schema {version} is newer than this broker's "
@@ -97,6 +114,7 @@ def open_schema(db: sqlite3.Connection) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
+    db.executescript(DELAYED_SCHEMA)
 
 
 def _encoded(kind: str, run: list) -> list:
@@ -105,6 +123,10 @@ def _encoded(kind: str, run: list) -> list:
         return [(v, raw(q), seq, raw(x), raw(rk), *rest) for v, q, seq, x, rk, *rest in run]
     if kind == "m-":
         return [(v, raw(q), seq) for v, q, seq in run]
+    if kind == "d+":
+        return [(v, raw(x), due, seq, raw(rk), *rest) for v, x, due, seq, rk, *rest in run]
+    if kind == "d-":
+        return [(v, raw(x), due, seq) for v, x, due, seq in run]
     return run
 
 
@@ -115,7 +137,8 @@ class SQLiteStore:
         # a StoreError (one line naming the path) for a directory that is a file or not
         # writable, a file that is not an intact database of ours
         self.path = sqlite_open.prepare(directory)
-        self.db = sqlite_open.connect(self.path, SCHEMA, open_schema)
+        self.db = sqlite_open.connect(self.path, SCHEMA + DELAYED_SCHEMA, open_schema)
+        self._reader: sqlite3.Connection | None = None  # delayed_after's (below)
         self.lock: sqlite_open.DirectoryLock | None = None  # open_store() takes one
         self._batch: list = []
         self._inserts: dict[tuple, int] = {}  # pending message inserts: key -> batch index
@@ -176,6 +199,34 @@ class SQLiteStore:
             self.gen += 1
             return
         self._op("m-", (vhost, queue, seq))
+
+    def put_delayed(self, vhost: str, exchange: str, due: int, seq: int,
+                    msg: Message) -> None:
+        self._op("d+", (vhost, exchange, due, seq, msg.routing_key, msg.props, msg.body,
+                        json.dumps(msg.cc) if msg.cc else None,
+                        json.dumps(msg.bcc) if msg.bcc else None))
+
+    def remove_delayed(self, vhost: str, exchange: str, due: int, seq: int) -> None:
+        self._op("d-", (vhost, exchange, due, seq))
+
+    def drop_delayed(self, vhost: str, exchange: str) -> None:
+        self._op("dx-", (vhost, raw(exchange)))
+
+    def delayed_after(self, vhost: str, exchange: str, after: tuple[int, int] | None,
+                      limit: int) -> list[tuple[int, int, Message]]:
+        """The next ``limit`` committed rows after ``after``.  On a connection of its own:
+        WAL lets it read the last commit while the flusher's thread writes the next one
+        on ``self.db``, and it never sees a transaction half done."""
+        if self._reader is None:
+            self._reader = sqlite3.connect(self.path, check_same_thread=False,
+                                           isolation_level=None)
+            self._reader.execute("PRAGMA query_only = 1")
+        due, seq = after if after is not None else (-(1 << 63), -(1 << 63))
+        return [(d, s, Message(exchange, text(rk), bytes(props), bytes(body),
+                               tuple(json.loads(cc)) if cc else (),
+                               tuple(json.loads(bcc)) if bcc else ()))
+                for d, s, rk, props, body, cc, bcc in self._reader.execute(
+                    DELAYED_AFTER, (vhost, raw(exchange), due, seq, limit)).fetchall()]
 
     # ------------------------------------------------------------------ sync
 
@@ -264,6 +315,8 @@ class SQLiteStore:
         try:
             if self._batch or self._failed:
                 self.sync_blocking()
+            if self._reader is not None:
+                self._reader.close()
             self.db.close()
         finally:
             if self.lock is not None:
