@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from .. import errors
 from ..metrics import ExchangeCounters
+from .filtered import Filtered, binding_policy
 
 
 def _canon(value):
@@ -99,7 +100,11 @@ Taken = _Taken
 
 
 class Binding:
-    __slots__ = ("source", "destination", "routing_key", "arguments", "key")
+    """``target``: what the type's index holds and routing gives for this binding: the
+    destination, or a ``filtered.Filtered`` for a binding with a filter policy (then
+    ``view``, a copy whose destination is that, is what ``_added``/``_removed`` see)."""
+    __slots__ = ("source", "destination", "routing_key", "arguments", "key", "target",
+                 "view")
 
     def __init__(self, source, destination, routing_key: str, arguments: dict):
         self.source = source
@@ -107,13 +112,15 @@ class Binding:
         self.routing_key = routing_key
         self.arguments = arguments or {}
         self.key = (id(destination), routing_key, _canon(self.arguments))
+        self.target = destination
+        self.view = self
 
 
 class Exchange:
     """``bindings``: this exchange the source, by binding key.  ``incoming``: bindings with
     this exchange the destination (exchange-to-exchange), as an ordered set; a queue's
     ``bindings`` is the same for the queue.  ``e2e``: how many of ``bindings`` go to an
-    exchange (routing takes a shorter path without them).  Every change is O(1) plus the
+    exchange or have a filter policy (routing takes a shorter path without them).  Every change is O(1) plus the
     type's index."""
     type = ""
     # the arguments a redeclare must repeat (RabbitMQ compares only alternate-exchange;
@@ -186,14 +193,22 @@ class Exchange:
         if b.key in self.bindings:
             return False
         self.validate_binding(b.routing_key, b.arguments)
-        self.bindings[b.key] = b
         dest = b.destination
+        policy = binding_policy(b.arguments) if b.arguments else None
+        if policy is not None:
+            # the type indexes a Filtered in place of the destination; routing checks it
+            b.target = Filtered(dest, policy)
+            v = b.view = Binding.__new__(Binding)
+            v.source, v.destination, v.routing_key = b.source, b.target, b.routing_key
+            v.arguments, v.key, v.target, v.view = b.arguments, b.key, b.target, v
+        self.bindings[b.key] = b
         if isinstance(dest, Exchange):
             dest.incoming[b] = None
-            self.e2e += 1
         else:
             dest.bindings[b] = None
-        self._added(b)
+        if policy is not None or isinstance(dest, Exchange):
+            self.e2e += 1
+        self._added(b.view)
         return True
 
     def remove(self, key: tuple) -> Binding | None:
@@ -202,8 +217,9 @@ class Exchange:
             dest = b.destination
             if isinstance(dest, Exchange):
                 dest.incoming.pop(b, None)
-                self.e2e -= 1
             else:
                 dest.bindings.pop(b, None)
-            self._removed(b)
+            if b.target is not dest or isinstance(dest, Exchange):
+                self.e2e -= 1
+            self._removed(b.view)
         return b

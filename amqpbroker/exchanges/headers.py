@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from .. import errors, values
 from .base import Exchange
+from .filtered import FILTER_ARGS
 
 _X_MATCH = ("all", "any", "all-with-x", "any-with-x")
+# binding arguments that are not headers to match, even under -with-x
+_NOT_MATCHED = frozenset(("x-match",)) | FILTER_ARGS
 
 
 def header_value_equal(a, b) -> bool:
@@ -35,7 +38,7 @@ def headers_match(args: dict, headers: dict | None) -> bool:
     headers = headers or {}
     htags = getattr(headers, "tags", {})
     for k, v in args.items():
-        if k == "x-match" or (not with_x and k.startswith("x-")):
+        if k in _NOT_MATCHED or (not with_x and k.startswith("x-")):
             continue
         tag = tags.get(k) or values.guess_tag(v)
         if k not in headers:
@@ -72,6 +75,7 @@ class HeadersExchange(Exchange):
         headers = msg.headers or {}
         seen = {}
         for b in self.bindings.values():
-            if id(b.destination) not in seen and headers_match(b.arguments, headers):
-                seen[id(b.destination)] = b.destination
+            # target: the destination, or a Filtered that routing checks and replaces
+            if id(b.target) not in seen and headers_match(b.arguments, headers):
+                seen[id(b.target)] = b.target
         return seen.values()

@@ -5,7 +5,8 @@ message nowhere.  A ``DEFERRED`` or ``DROPPED`` outcome counts as routed: no alt
 exchange is tried for it."""
 from __future__ import annotations
 
-from .base import DROPPED, Exchange, Outcome, Route
+from .base import DEFERRED, DROPPED, Exchange, Outcome, Route
+from .filtered import Filtered, MessageView
 
 
 def route(vhost, exchange: Exchange, msg, keys=None) -> Route:
@@ -27,7 +28,10 @@ def route(vhost, exchange: Exchange, msg, keys=None) -> Route:
     return _walk(vhost, exchange, msg, keys, None)
 
 
-def _walk(vhost, exchange: Exchange, msg, keys, ae_chain: set | None) -> Route:
+def _walk(vhost, exchange: Exchange, msg, keys, ae_chain: set | None,
+          view: MessageView | None = None) -> Route:
+    """``view``: what filter policies read of ``msg``, built when a filtered binding is
+    first met and kept for the alternate exchanges' walk."""
     queues: dict[int, object] = {}
     deferred = dropped = False
     visited: set[int] = set()
@@ -46,6 +50,12 @@ def _walk(vhost, exchange: Exchange, msg, keys, ae_chain: set | None) -> Route:
             dropped |= found is DROPPED
             continue
         for dest in found:
+            if dest.__class__ is Filtered:
+                if view is None:
+                    view = MessageView(msg)
+                if not view.matches(dest):
+                    continue
+                dest = dest.destination
             if isinstance(dest, Exchange):
                 pending.append(dest)
             else:
@@ -54,10 +64,11 @@ def _walk(vhost, exchange: Exchange, msg, keys, ae_chain: set | None) -> Route:
         return Route.taken(queues.values(), deferred, dropped)
     if queues:
         return Route(queues.values())
-    return _alternate(vhost, exchange, msg, keys, ae_chain)
+    return _alternate(vhost, exchange, msg, keys, ae_chain, view)
 
 
-def _alternate(vhost, exchange: Exchange, msg, keys, ae_chain: set | None = None) -> Route:
+def _alternate(vhost, exchange: Exchange, msg, keys, ae_chain: set | None = None,
+               view: MessageView | None = None) -> Route:
     """``exchange`` routed the message nowhere: its alternate exchange, if any (and that
     one's, without going round a cycle)."""
     ae_name = exchange.alternate_exchange
@@ -69,4 +80,4 @@ def _alternate(vhost, exchange: Exchange, msg, keys, ae_chain: set | None = None
     ae_chain.add(id(exchange))
     if ae is None or id(ae) in ae_chain:
         return Route()
-    return _walk(vhost, ae, msg, keys, ae_chain)
+    return _walk(vhost, ae, msg, keys, ae_chain, view)
