@@ -11,6 +11,9 @@ import sys
 import tempfile
 
 from . import __version__, config as config_mod
+# the broker's modules register the exchange types built above the config layer
+# (x-delayed-message in delayed.py), which config validation looks up by name
+from . import broker as _broker  # noqa: F401
 
 
 class _Parser(argparse.ArgumentParser):

@@ -56,7 +56,7 @@ FILE_MISTAKES = [
     (b"listen:\n  hosts: []\n", "listen.hosts: expected at least one host"),
     (b"colour: blue\n",
      "colour: unknown key (expected one of server, listen, limits, storage, vhosts, users, "
-     "permissions, definitions)"),
+     "permissions, definitions, auth_mechanisms, ssl_cert_login_from, anonymous_login_user)"),
     (b"definitions:\n  queues:\n    - {name: q, arguments: {x-max-length: -1}}\n",
      "definitions.queues[0]: PRECONDITION_FAILED - invalid arg 'x-max-length' for queue 'q' "
      "in vhost '/': {value_negative,-1}"),
@@ -65,6 +65,16 @@ FILE_MISTAKES = [
      "list or mapping, got a date (datetime.date(2020, 1, 1))"),
     (b"definitions:\n  bindings:\n    - {source: amq.direct, destination: nowhere}\n",
      "definitions.bindings[0]: NOT_FOUND - no queue 'nowhere' in vhost '/'"),
+    # the plug-in exchange types are known to a fresh process's config checks too
+    (b"definitions:\n  exchanges:\n    - {name: later, type: x-delayed-message,"
+     b" arguments: {x-delayed-type: bogus}}\n",
+     "definitions.exchanges[0]: PRECONDITION_FAILED - Invalid argument, 'x-delayed-type' "
+     "must be an existing exchange type"),
+    (b"definitions:\n  queues:\n    - {name: q}\n  bindings:\n    - {source: amq.topic,"
+     b" destination: q, routing_key: '#', arguments: {x-filter-policy: "
+     b"'{\"region\": [{\"prefix\": 5}]}'}}\n",
+     "definitions.bindings[0]: PRECONDITION_FAILED - invalid x-filter-policy: key 'region': "
+     "'prefix' expects a string, got 5"),
     (b"permissions:\n  - {user: nobody}\n",
      "permissions[0].user: expected one of the users, got 'nobody'"),
     (b"permissions:\n  - {user: guest, vhost: /prod}\n",
@@ -79,6 +89,26 @@ def test_file_mistake_is_one_line_in_serve_and_check_config(tmp_path, data, mess
     assert serve(tmp_path, "--config", "x.yaml") == f"amqpbroker: x.yaml: {message}"
     assert one_line(run("check-config", "x.yaml", cwd=tmp_path)) == \
         f"amqpbroker: x.yaml: {message}"
+
+
+PLUGIN_DEFINITIONS = b"""definitions:
+  exchanges:
+    - {name: later, type: x-delayed-message, arguments: {x-delayed-type: topic}}
+    - {name: later2, type: fanout, arguments: {x-delayed-exchange: true}}
+  queues:
+    - {name: slow, arguments: {x-delivery-delay: 5000}}
+  bindings:
+    - {source: later, destination: slow, routing_key: "a.#",
+       arguments: {x-filter-policy: '{"region": ["eu"]}'}}
+"""
+
+
+def test_beyond_rabbitmq_features_through_yaml_definitions(tmp_path):
+    """Delayed exchanges (both forms), x-delivery-delay and a filter policy, declared from
+    the YAML file by a fresh process."""
+    (tmp_path / "p.yaml").write_bytes(PLUGIN_DEFINITIONS)
+    res = run("check-config", "p.yaml", cwd=tmp_path)
+    assert (res.returncode, res.stdout.strip()) == (0, "p.yaml: ok"), res.stderr
 
 
 def test_missing_config_file(tmp_path):
