@@ -132,12 +132,14 @@ def main() -> None:
             while q.message_count:
                 m = q.take(now).msg
                 k = m.headers["k"]
-                due = start + (int(a.lead * 1000 + k * step_ms) + 1) / 1000
+                due_ms = int(a.lead * 1000 + k * step_ms) + 1
+                due = start + due_ms / 1000
                 lags.append(clock() - due)
                 if first is None:
                     first = time.perf_counter()
-                in_order &= k > prev
-                prev = k
+                # due times are whole ms (as the plugin's): ties release in publish order
+                in_order &= due_ms >= prev
+                prev = due_ms
             if store._batch and (committer is None or not committer.is_alive()):
                 # the flusher's group commit: the batch swapped out here, committed in a
                 # worker thread (sqlite3 releases the GIL), as server.py does
