@@ -37,7 +37,6 @@ class Channel(ContentAssembly, Publishing, Delivery, DirectReplyTo, Transactions
         self._targets: dict[str, object] = {}  # exchange name -> exchange, checks passed
         self.unacked: OrderedDict[int, tuple] = OrderedDict()  # tag -> (delivery, queue)
         self.pills: dict[int, Consumer] = {}  # unsettled poison pills: tag -> consumer
-        self.next_tag = 1
         self.prefetch_count = 0       # for consumers (global=false)
         self.global_prefetch = 0      # channel-wide (global=true)
         self.flow = True

@@ -56,7 +56,8 @@ class Connection(Handshake):
         self.heartbeats: heartbeat.Monitor | None = None   # from tune-ok, if negotiated
         self.last_recv = now
         self.last_send = now
-        self._sent_marker = 0
+        self._sent = False  # written since the last tick (heartbeats); a flag, not a
+        # count: a count past 256 allocates an int per write
         self.close_deadline: float | None = None
         self.handshake_deadline = now + HANDSHAKE_TIMEOUT
         self.blocked = False            # by a resource alarm: its socket is not read
@@ -87,7 +88,7 @@ class Connection(Handshake):
         if data is framing.HEARTBEAT:  # as RabbitMQ's: heartbeats do not count as sent
             pass
         elif now is None:
-            self._sent_marker += 1
+            self._sent = True
         else:
             self.last_send = now
         if self.output_blocked:
@@ -368,8 +369,8 @@ class Connection(Handshake):
         hb = self.heartbeats
         if hb is None or self.state not in (AWAIT_OPEN, OPEN):
             return
-        if self._sent_marker:  # anything sent since the last tick counts
-            self._sent_marker = 0
+        if self._sent:  # anything sent since the last tick counts
+            self._sent = False
             self.last_send = now
         if self.blocked:  # we are not reading it: its silence is ours, not the peer's
             self.last_recv = now

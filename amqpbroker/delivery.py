@@ -39,17 +39,16 @@ class Delivery:
     def deliver(self, consumer: Consumer, queue: QueueType, qm) -> None:
         """``qm``: the queue's delivery (msg, redelivered, delivery_count); a no-ack
         consumer's is settled already."""
-        tag = self.next_tag
-        self.next_tag = tag + 1
+        counters = self.counters
+        tag = counters.tags = counters.tags + 1  # the tag counts the delivery (metrics)
         if not consumer.no_ack:
             self.unacked[tag] = (qm, queue)
-            self.counters.deliver += 1
+            counters.deliver += 1
             queue.counters.deliver += 1
         else:
-            self.counters.deliver_no_ack += 1
             queue.counters.deliver_no_ack += 1
         if qm.redelivered:
-            self.counters.redeliver += 1
+            counters.redeliver += 1
             queue.counters.redeliver += 1
         msg = qm.msg
         if msg.flags & F_HEADERS and _PILL_KEY_LEN in msg.props and \
@@ -236,8 +235,7 @@ class Delivery:
             self.send_method(M.BASIC_GET_EMPTY)
             return
         qm, remaining = got
-        tag = self.next_tag
-        self.next_tag = tag + 1
+        tag = counters.tags = counters.tags + 1
         if not m.no_ack:
             self.unacked[tag] = (qm, q)
             counters.get += 1

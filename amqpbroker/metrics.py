@@ -104,10 +104,18 @@ class ChannelCounters(Counters):
     (``mandatory``) or dropped unroutable; what it delivered, got, saw acked and
     redelivered."""
 
-    FIELDS = COUNTED = ("publish", "confirm", "return_unroutable", "drop_unroutable",
-                        "deliver", "deliver_no_ack", "get", "get_no_ack", "get_empty", "ack",
-                        "redeliver")
+    FIELDS = ("publish", "confirm", "return_unroutable", "drop_unroutable", "deliver",
+              "deliver_no_ack", "get", "get_no_ack", "get_empty", "ack", "redeliver")
+    # ``tags``: the delivery tags the channel has used (it numbers its deliveries with it);
+    # ``replies``: direct reply-to deliveries, which use a tag but are not reported
+    COUNTED = ("publish", "confirm", "return_unroutable", "drop_unroutable", "deliver",
+               "tags", "replies", "get", "get_no_ack", "get_empty", "ack", "redeliver")
     __slots__ = COUNTED
+
+    @property
+    def deliver_no_ack(self) -> int:
+        # every tag is one delivery or get: the common no-ack delivery is not counted
+        return self.tags - self.replies - self.deliver - self.get - self.get_no_ack
 
 
 class ConnectionCounters(Counters):

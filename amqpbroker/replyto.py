@@ -31,8 +31,9 @@ class DirectReplyTo:
         ch = self.vhost.reply_to.get(msg.routing_key[len(REPLY_TO) + 1:])
         if ch is None or ch.reply_consumer is None or ch.closing:
             return False
-        tag = ch.next_tag
-        ch.next_tag = tag + 1
+        c = ch.counters
+        tag = c.tags = c.tags + 1
+        c.replies += 1
         ch.conn.send(framing.deliver(ch.number, ch.reply_consumer, tag, False, msg.exchange,
                                      msg.routing_key, msg.props, msg.body, ch.conn.frame_max))
         return True

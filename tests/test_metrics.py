@@ -239,3 +239,24 @@ def test_counter_classes_have_rabbitmq_names():
     assert isinstance(QueueCounters(), Counters)
     with pytest.raises(AttributeError):  # slots: a typo is an error, not a new counter
         QueueCounters().publsh = 1
+
+
+def test_deliver_no_ack_is_derived_from_the_tags_and_survives_the_channel():
+    # deliver_no_ack = tags used - direct reply-to deliveries - the counted kinds
+    c, vh = _setup()
+    c.open_channel(2)
+    c.rpc(1, C.Basic.Consume(queue="amq.rabbitmq.reply-to", consumer_tag="r", no_ack=True))
+    c.publish(1, "", "q", b"req", C.Basic.Properties(reply_to="amq.rabbitmq.reply-to"))
+    req = c.get(2, "q", no_ack=True)
+    c.publish(2, "", req.properties.reply_to, b"reply")       # a reply: uses tag 1 on ch 1
+    c.rpc(1, C.Basic.Consume(queue="q", consumer_tag="t", no_ack=True))
+    c.publish(2, "", "q", b"m")
+    c.publish(2, "", "q", b"m")
+    ch1 = c.conn.channels[1]
+    assert (ch1.counters.tags, ch1.counters.replies, ch1.counters.deliver_no_ack) == (3, 1, 2)
+    assert c.conn.channels[2].counters.get_no_ack == 1
+    assert c.conn.channels[2].counters.deliver_no_ack == 0
+    c.rpc(1, C.Channel.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
+    list(metrics.broker_objects(c.broker))
+    assert vh.counters.channels.deliver_no_ack == 2
+    assert vh.counters.channels.as_dict()["deliver_no_ack"] == 2
