@@ -243,7 +243,7 @@ class Admin:
 
     def purge_queue(self, vhost: str, name: str) -> int:
         self._check(access.purge_queue, vhost, name)
-        return self._queue(vhost, name).purge()
+        return self._vhost(vhost).purge_queue(self._queue(vhost, name))
 
     def drain(self, vhost: str, name: str) -> int:
         """Append one poison pill per current consumer of the queue, so that a fleet of

@@ -94,7 +94,7 @@ class Topology:
         name = self._queue_name(m.queue)
         access.purge_queue(*self.who, name)
         q = self.vhost.get_queue(name, self.conn)
-        n = q.purge()
+        n = self.vhost.purge_queue(q)
         if not m.nowait:
             self.conn.send(M.queue_purge_ok(self.number, n))
 

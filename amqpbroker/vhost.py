@@ -285,6 +285,13 @@ class VirtualHost:
             delayed.delay_queue(self, q)
         return q
 
+    def purge_queue(self, q: QueueType) -> int:
+        """Queue.Purge: its ready messages, and those still held by its x-delivery-delay
+        (as SQS's PurgeQueue); the count is of the ready ones, as RabbitMQ's."""
+        if q in self.delivery_delays:
+            self.delivery_delays[q].drop()
+        return q.purge()
+
     def delete_queue(self, q: QueueType) -> int:
         if q.deleted:
             return 0

@@ -349,6 +349,21 @@ def test_queue_delivery_delay_ttl_counts_from_visibility_and_delete_drops():
     assert len(vh.scheduler) == 0 and not vh.delivery_delays
 
 
+def test_queue_purge_drops_what_its_delivery_delay_holds():
+    clock = Clock()
+    vh = VirtualHost("/", clock=clock)
+    dq = delay_queue(vh, ms=500)
+    vh.publish(vh.default_exchange, Message("", "dq", C.Basic.Properties().marshal(), b"1"))
+    advance(vh, clock, 0.5)
+    vh.publish(vh.default_exchange, Message("", "dq", C.Basic.Properties().marshal(), b"2"))
+    assert vh.purge_queue(dq) == 1           # the visible one is counted, as RabbitMQ's
+    advance(vh, clock, 1.0)
+    assert dq.message_count == 0 and len(vh.delivery_delays[dq]) == 0
+    vh.publish(vh.default_exchange, Message("", "dq", C.Basic.Properties().marshal(), b"3"))
+    advance(vh, clock, 0.5)                  # the queue's delay still works after a purge
+    assert [m.body for m in drain(dq, clock.now)] == [b"3"]
+
+
 @pytest.mark.parametrize("value, text", [
     (-1, "invalid arg 'x-delivery-delay' for queue 'dq' in vhost '/': {value_negative,-1}"),
     ("5", "invalid arg 'x-delivery-delay' for queue 'dq' in vhost '/': "
