@@ -8,7 +8,7 @@ import logging
 
 from . import access, errors, metrics
 from .access import Permissions
-from .config import Config, ConfigError, Permission
+from .config import Config, ConfigError, Permission, User
 from .scheduler import Scheduler
 from .store import MemoryStore, StoreError
 from .vhost import VirtualHost
@@ -147,3 +147,44 @@ class Broker:
     def open_vhost(self, user, vhost: str) -> tuple[VirtualHost, Permissions]:
         vh = self.vhosts.get(vhost)
         return vh, access.open_vhost(self.permissions, user.name, vhost, vh is not None)
+
+    # ------------------------------------------------------------------ run-time changes
+    # (the admin facade's: vhosts and users made and removed while the broker runs, as
+    # rabbitmqctl add_vhost / delete_vhost / add_user / delete_user; the pytest plugin
+    # gives each test its own)
+
+    def add_vhost(self, name: str) -> VirtualHost:
+        vh = self.vhosts.get(name)
+        if vh is None:
+            vh = VirtualHost(name, store=self.store, scheduler=self.scheduler)
+            self.vhosts[name] = vh
+        return vh
+
+    def delete_vhost(self, name: str, now: float = 0.0) -> None:
+        """Its connections get 320 (RabbitMQ's text), its queues and exchanges go with it
+        (from the store too), and every permission on it."""
+        vh = self.vhosts.pop(name, None)
+        if vh is None:
+            raise errors.NotFound(f"no vhost '{name}'")
+        for conn in list(self.connections):
+            if conn.vhost is vh:
+                conn.close(320, f"CONNECTION_FORCED - vhost '{name}' is deleted", 0, 0, now)
+        for q in list(vh.queues.values()):
+            vh.delete_queue(q)
+        for ex in list(vh.exchanges.values()):
+            vh._remove_exchange(ex)
+        for key in [k for k in self.permissions if k[1] == name]:
+            del self.permissions[key]
+
+    def add_user(self, name: str, password: str, tags: tuple[str, ...] = ()) -> None:
+        self.users[name] = User(name, password=password, tags=tuple(tags))
+
+    def delete_user(self, name: str, now: float = 0.0) -> None:
+        """Its connections get 320, its permissions go."""
+        if self.users.pop(name, None) is None:
+            raise errors.NotFound(f"no user '{name}'")
+        for conn in list(self.connections):
+            if conn.user is not None and conn.user.name == name:
+                conn.close(320, f"CONNECTION_FORCED - user '{name}' is deleted", 0, 0, now)
+        for key in [k for k in self.permissions if k[0] == name]:
+            del self.permissions[key]

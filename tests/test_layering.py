@@ -24,10 +24,10 @@ LAYERS = ["errors", "access", "metrics", "scheduler", "values", "filterops", "fi
           "definitions", "admin",
           "content", "delivery", "replyto", "publish", "transactions", "topology",
           "channel", "heartbeat", "auth", "handshake", "connection", "listeners", "tls",
-          "server", "__main__"]
+          "server", "__main__", "testing", "pytest_plugin"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
-ANYIO_ALLOWED = {"listeners", "tls", "server", "store.sqlite"}
+ANYIO_ALLOWED = {"listeners", "tls", "server", "store.sqlite", "testing"}
 NO_PAMQP = {"filterops", "filterpolicy", "access", "metrics", "scheduler", "auth", "topictrie",
             "exchanges", "confirms",
             "queues", "vhost", "broker", "definitions", "admin"}
