@@ -177,3 +177,31 @@ def test_a_deleted_vhost_leaves_nothing_in_the_store(tmp_path):
         b.call(b.broker.add_vhost, vhost)
         b.call(b.broker.vhosts[vhost].restore, b.call(b.broker.store.recover))
         assert b.leftovers(vhost) == {"queues": {}, "exchanges": [], "connections": 0}
+
+
+def test_under_xdist_each_worker_has_its_own_broker(pytester, tmp_path):
+    out = tmp_path / "seen"
+    out.mkdir()
+    pytester.makepyfile(f"""
+        import os, pathlib, pika, pytest
+
+        @pytest.mark.parametrize("i", range(6))
+        def test_isolated(amqp_broker, amqp_url, i):
+            worker = os.environ["PYTEST_XDIST_WORKER"]
+            conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+            ch = conn.channel()
+            ch.queue_declare("same-name")          # every test: the same queue name
+            ch.basic_publish("", "same-name", b"x")
+            assert ch.queue_declare("same-name", passive=True).method.message_count == 1
+            conn.close()
+            pathlib.Path({str(out)!r}, f"{{worker}}-{{i}}").write_text(
+                f"{{os.getpid()}} {{amqp_broker.port}}")
+    """)
+    run(pytester, "-q", "-n", "2", "-p", "xdist").assert_outcomes(passed=6)
+    seen = {p.name.split("-")[0]: set() for p in out.iterdir()}
+    for p in out.iterdir():
+        seen[p.name.split("-")[0]].add(p.read_text())
+    assert len(seen) == 2                              # both workers ran tests
+    brokers = [s for s in seen.values()]
+    assert all(len(s) == 1 for s in brokers)           # one broker per worker (session)
+    assert brokers[0] != brokers[1]
