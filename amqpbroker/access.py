@@ -163,7 +163,9 @@ class TopicPermissions:
     """A user's topic permissions on one vhost: exchange -> (write, read) regexes, with
     ``{username}`` and ``{vhost}`` expanded once here and compiled once (``_compile``).
     RabbitMQ expands ``{client_id}`` only for MQTT and STOMP connections (their
-    variable_map): for AMQP 0-9-1 it stays literal text, so here too."""
+    variable_map): for AMQP 0-9-1 it stays literal text, so here too.  Bytes patterns
+    searched in the routing key's bytes, as RabbitMQ's re:run on binaries (``.`` is one
+    byte of a UTF-8 character, a word character is ASCII)."""
 
     __slots__ = ("user", "vhost", "rules", "patterns")
 
@@ -172,6 +174,10 @@ class TopicPermissions:
         self.user, self.vhost, self.patterns = user, vhost, dict(patterns)
         self.rules = {x: tuple(_compile(expand(p or "^$", user, vhost)) for p in wr)
                       for x, wr in self.patterns.items()}
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")  # names and keys keep their wire bytes
 
 
 def expand(pattern: str, user: str, vhost: str) -> str:
@@ -190,8 +196,8 @@ def _compile(pattern: str):
         if len(_compiled) > 10000:
             _compiled.clear()
         try:
-            _compiled[pattern] = re.compile(pattern)
-        except re.error:
+            _compiled[pattern] = re.compile(_raw(pattern))
+        except (re.error, UnicodeEncodeError):
             _compiled[pattern] = None
     return _compiled[pattern]
 
@@ -206,7 +212,7 @@ def topic(topics: TopicPermissions | None, perm: str, exchange, routing_key: str
     if rule is None:
         return False
     regex = rule[perm == "read"]
-    if regex is None or regex.search(routing_key) is None:
+    if regex is None or regex.search(_raw(routing_key)) is None:
         raise errors.AccessRefused(
             f"access to topic '{routing_key}' in exchange '{exchange.name}' in vhost "
             f"'{topics.vhost}' refused for user '{topics.user}'")

@@ -288,11 +288,11 @@ def _duplicates(items: typing.Iterable, path: str, what: str, lines: dict, key: 
         raise ConfigError(f"{here}: duplicate {what} {shown}{where}")
 
 
-def check_regex(value: str, path: str) -> None:
-    """A permission's pattern compiles (as RabbitMQ's, before {username} is expanded)."""
+def check_regex(value: str, path: str, as_bytes: bool = False) -> None:
+    """A permission's pattern compiles (before {username} is expanded, as RabbitMQ's)."""
     try:
-        re.compile(value)
-    except re.error as e:
+        re.compile(value.encode("utf-8", "surrogateescape") if as_bytes else value)
+    except (re.error, UnicodeEncodeError) as e:
         raise ConfigError(f"{path}: expected a regular expression, got {value!r} ({e})") \
             from None
 
@@ -361,8 +361,8 @@ def from_dict(data: typing.Any, lines: dict | None = None) -> Config:
             key, value = ("user", p.user) if p.user not in names else ("vhost", p.vhost)
             raise ConfigError(f"topic_permissions[{i}].{key}: expected one of the {key}s, "
                               f"got {value!r}")
-        check_regex(p.write, f"topic_permissions[{i}].write")
-        check_regex(p.read, f"topic_permissions[{i}].read")
+        check_regex(p.write, f"topic_permissions[{i}].write", as_bytes=True)
+        check_regex(p.read, f"topic_permissions[{i}].read", as_bytes=True)
     _duplicates([(p.user, p.vhost, p.exchange) for p in cfg.topic_permissions],
                 "topic_permissions", "topic permission", lines)
     _duplicates(cfg.auth_mechanisms, "auth_mechanisms", "mechanism", lines)

@@ -179,7 +179,7 @@ def _topic_permission(broker, p: dict, path: str) -> TopicPermission:
         raise DefinitionsError(f"{path}: no user '{tp.user}'")
     for key in ("write", "read"):
         try:
-            check_regex(getattr(tp, key), f"{path}.{key}")
+            check_regex(getattr(tp, key), f"{path}.{key}", as_bytes=True)
         except ConfigError as e:
             raise DefinitionsError(str(e)) from None
     return tp

@@ -32,6 +32,7 @@ RUN = uuid.uuid4().hex[:8]
 # a "." in the name: {username} is expanded as regex text, not escaped, on both brokers
 USER, PASSWORD = f"amqpb.tp-{RUN}", "s3cret-tp"
 DIRECT = f"tp-direct-{RUN}"   # a direct exchange with a topic permission
+BYTES = f"tp-bytes-{RUN}"     # a topic exchange whose write regex counts bytes
 WRITE = r"^{username}\.|^pub\.|^{client_id}\.|^v{vhost}\."
 READ = r"^pub\.|^sub\."
 
@@ -68,7 +69,8 @@ def env(request):
             for args in (("add_user", USER, PASSWORD),
                          ("set_permissions", "-p", "/", USER, ".*", ".*", ".*"),
                          ("set_topic_permissions", "-p", "/", USER, "amq.topic", WRITE, READ),
-                         ("set_topic_permissions", "-p", "/", USER, DIRECT, "^$", "^$")):
+                         ("set_topic_permissions", "-p", "/", USER, DIRECT, "^$", "^$"),
+                         ("set_topic_permissions", "-p", "/", USER, BYTES, "^a.$", ".*")):
                 r = _ctl(*args)
                 assert r.returncode == 0, r.stderr
             u = urllib.parse.urlparse(REFERENCE_URL)
@@ -100,6 +102,10 @@ topic_permissions:
     exchange: {DIRECT}
     write: ''
     read: ''
+  - user: {USER}
+    exchange: {BYTES}
+    write: '^a.$'
+    read: '.*'
 """)
     proc, port = start_amqpbroker("--config", path, data_dir=d)
     yield Env("amqpbroker", "127.0.0.1", port)
@@ -232,6 +238,22 @@ def test_a_refused_key_after_allowed_ones(env):
     assert channel_error(env, action) == (403, refused("sub.1"))
 
 
+def test_routing_keys_are_searched_as_bytes(env):
+    """RabbitMQ's re:run on the key's bytes: "." is one byte, not one UTF-8 character; the
+    refusal text carries the key's bytes as received."""
+    allowed(env, lambda ch: ch.exchange_declare(BYTES, "topic"))
+    try:
+        assert confirmed_publish(env, BYTES, "ab") is None
+        for key in ("a\u00e9", "b\u00e9"):
+            with RawClient(env.host, env.port) as c:
+                assert c.handshake(USER, PASSWORD) is None
+                c.send(publish_frames(1, b"\x00\x00", b"m", BYTES, key))
+                close = c.channel_close_reply()
+            assert (close.reply_code, close.reply_text) == (403, refused(key, BYTES))
+    finally:
+        allowed(env, lambda ch: ch.exchange_delete(BYTES))
+
+
 def test_publish_to_a_missing_exchange_is_404_first(env):
     assert channel_error(env, lambda ch: ch.basic_publish(f"tp-none-{uid()}", "x", b"m"))[0] \
         == 404
@@ -355,7 +377,7 @@ def test_rabbitmq_export_definitions_imports_unchanged(env):
     r = _ctl("export_definitions", "-")
     assert r.returncode == 0, r.stderr
     theirs = [tp for tp in json.loads(r.stdout)["topic_permissions"] if tp["user"] == USER]
-    assert len(theirs) == 2
+    assert len(theirs) == 3
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from amqpbroker import definitions
     from amqpbroker.broker import Broker

@@ -48,6 +48,17 @@ def test_write_and_read_are_searched_unanchored():
         access.topic(tp, "read", X("amq.topic"), "a.1")
 
 
+def test_routing_keys_are_searched_as_bytes_as_rabbitmq():
+    """re:run on a binary: "." is one byte, so one of a two-byte UTF-8 character's."""
+    tp = TopicPermissions(USER, "/", {"t": ("^a.$", "^a..$")})
+    with pytest.raises(errors.AccessRefused) as e:
+        access.topic(tp, "write", X("t"), "a\u00e9")
+    assert e.value.reply_text == refused("a\u00e9", "t")
+    assert access.topic(tp, "read", X("t"), "a\u00e9")
+    # a key with bytes that are not UTF-8 (kept surrogate-escaped) is searched as received
+    assert access.topic(tp, "read", X("t"), b"a\xff\xfe".decode("utf-8", "surrogateescape"))
+
+
 def test_empty_pattern_means_only_the_empty_key():
     tp = TopicPermissions(USER, "/", {"amq.topic": ("", ".*")})
     assert access.topic(tp, "write", X("amq.topic"), "")
@@ -279,7 +290,7 @@ def test_yaml_topic_permissions():
                    "read": ".*"})
     assert cfg.topic_permissions == (TopicPermission(USER, "amq.topic", "^{username}\\.",
                                                      ".*", "/"),)
-    assert Broker(cfg).topic_permissions[(USER, "/")].rules["amq.topic"][0].pattern == "^u\\."
+    assert Broker(cfg).topic_permissions[(USER, "/")].rules["amq.topic"][0].pattern == b"^u\\."
     assert Config().topic_permissions == ()
 
 
@@ -290,6 +301,10 @@ def test_yaml_topic_permissions():
     ({"user": USER, "exchange": "t", "write": "", "read": "[a"},
      "topic_permissions[0].read: expected a regular expression, got '[a' (unterminated "
      "character set at position 0)"),
+    # valid for Python's str patterns, not for the bytes ones topic checks use (nor PCRE)
+    ({"user": USER, "exchange": "t", "write": "\\u00e9", "read": ""},
+     "topic_permissions[0].write: expected a regular expression, got '\\\\u00e9' (bad "
+     "escape \\u at position 0)"),
     ({"user": "nobody", "exchange": "t", "write": "", "read": ""},
      "topic_permissions[0].user: expected one of the users, got 'nobody'"),
     ({"user": USER, "vhost": "v9", "exchange": "t", "write": "", "read": ""},
