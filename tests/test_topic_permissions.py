@@ -153,6 +153,24 @@ def test_a_refused_key_after_allowed_ones_is_still_refused():
     assert _close(c.publish(1, "amq.topic", "x", b""))[:2] == (403, refused("x"))
 
 
+def test_an_exchange_redeclared_with_another_type_is_checked_as_its_new_type():
+    """The channel's two target caches (with and without a topic rule) miss on a deleted
+    exchange, so the type the name has now decides."""
+    b = _broker((TopicPermission(USER, "t", "^ok$", ".*"),))
+    c = _client(b)
+    c.call(1, C.Exchange.Declare(exchange="t", exchange_type="direct"), "Exchange.DeclareOk")
+    assert c.publish(1, "t", "any", b"") == []
+    c.call(1, C.Exchange.Delete(exchange="t"), "Exchange.DeleteOk")
+    c.call(1, C.Exchange.Declare(exchange="t", exchange_type="topic"), "Exchange.DeclareOk")
+    assert c.publish(1, "t", "ok", b"") == []
+    c.call(1, C.Exchange.Delete(exchange="t"), "Exchange.DeleteOk")
+    c.call(1, C.Exchange.Declare(exchange="t", exchange_type="fanout"), "Exchange.DeclareOk")
+    assert c.publish(1, "t", "any", b"") == []
+    c.call(1, C.Exchange.Delete(exchange="t"), "Exchange.DeleteOk")
+    c.call(1, C.Exchange.Declare(exchange="t", exchange_type="topic"), "Exchange.DeclareOk")
+    assert _close(c.publish(1, "t", "any", b""))[:2] == (403, refused("any", "t"))
+
+
 def test_publish_checks_in_rabbitmqs_order():
     b = _broker()
     c = _client(b)
