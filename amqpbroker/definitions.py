@@ -68,10 +68,7 @@ def export(broker, vhost: str | None = None) -> dict:
         out["permissions"] = [
             {"user": u, "vhost": v, "configure": p.patterns[0], "write": p.patterns[1],
              "read": p.patterns[2]} for (u, v), p in sorted(broker.permissions.items())]
-        out["topic_permissions"] = [
-            {"user": u, "vhost": v, "exchange": x, "write": w, "read": r}
-            for (u, v), tp in sorted(broker.topic_permissions.items())
-            for x, (w, r) in sorted(tp.patterns.items())]
+        out["topic_permissions"] = topic_permissions(broker)
         for key in ("parameters", "global_parameters"):
             out[key] = []
     out["policies"] = []
@@ -102,6 +99,13 @@ def export(broker, vhost: str | None = None) -> dict:
                     "routing_key": b.routing_key, "arguments": json_value(dict(b.arguments))})
     out.update(queues=queues, exchanges=exchanges, bindings=bindings)
     return out
+
+
+def topic_permissions(broker) -> list[dict]:
+    """As ``rabbitmqctl export_definitions`` lists them (the patterns as set)."""
+    return [{"user": u, "vhost": v, "exchange": x, "write": w, "read": r}
+            for (u, v), tp in sorted(broker.topic_permissions.items())
+            for x, (w, r) in sorted(tp.patterns.items())]
 
 
 # ---------------------------------------------------------------------- import

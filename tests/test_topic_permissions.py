@@ -9,6 +9,7 @@ from pamqp import commands as C
 
 from amqpbroker import access, definitions, errors
 from amqpbroker.access import TopicPermissions
+from amqpbroker.admin import Admin
 from amqpbroker.broker import Broker
 from amqpbroker.config import Config, ConfigError, Permission, TopicPermission, User, from_dict
 
@@ -365,6 +366,22 @@ def test_definitions_export_and_import_as_rabbitmqctl_writes_them():
     c = _client(b2)
     assert c.publish(1, "amq.topic", "u.1", b"") == []
     assert _close(c.publish(1, "amq.topic", "x", b""))[:2] == (403, refused("x"))
+
+
+def test_admin_lists_topic_permissions_to_administrators():
+    b = Broker(Config(vhosts=("/", "v2"), users=(User("guest", password="g",
+                                                      tags=("administrator",)),
+                                                 User(USER, password="p")),
+                      permissions=(Permission("guest", "/"),),
+                      topic_permissions=(TopicPermission(USER, "t", "^w", "^r", "v2"),
+                                         TopicPermission("guest", "t", "", ""))))
+    a = Admin(b)
+    assert a.topic_permissions(user=USER) == [
+        {"user": USER, "vhost": "v2", "exchange": "t", "write": "^w", "read": "^r"}]
+    assert [tp["user"] for tp in a.topic_permissions(vhost="/")] == ["guest"]
+    assert len(a.topic_permissions()) == 2
+    with pytest.raises(errors.AccessRefused):
+        Admin(b, USER).topic_permissions()
 
 
 @pytest.mark.parametrize("item, text", [
