@@ -148,6 +148,13 @@ class Admin:
                 for (u, v), p in sorted(self.broker.permissions.items())
                 if (vhost is None or v == vhost) and (user is None or u == user)]
 
+    def topic_permissions(self, vhost: str | None = None,
+                          user: str | None = None) -> list[dict]:
+        self._admin_only()
+        return [tp for tp in definitions.topic_permissions(self.broker)
+                if (vhost is None or tp["vhost"] == vhost) and
+                (user is None or tp["user"] == user)]
+
     def exchanges(self, vhost: str | None = None) -> list[dict]:
         return [_exchange_info(vh.name, ex) for vh in self._vhosts(vhost)
                 for ex in [vh.default_exchange, *sorted(vh.exchanges.values(),

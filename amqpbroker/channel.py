@@ -32,6 +32,7 @@ class Channel(ContentAssembly, Publishing, Delivery, DirectReplyTo, Transactions
         self.vhost = conn.vhost
         # what every access.* check takes first (permissions are fixed for a connection)
         self.who = (conn.permissions, conn.vhost.name, conn.user.name)
+        self.topics = conn.topic_permissions  # None: no topic permission (the usual case)
         self.counters = ChannelCounters()
         self.consumers: dict[str, Consumer] = {}
         self._targets: dict[str, object] = {}  # exchange name -> exchange, checks passed

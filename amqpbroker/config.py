@@ -18,13 +18,15 @@ import typing
 
 from . import yamlfile
 from .configschema import (TLS, BindingDefinition, Config, Definitions, ExchangeDefinition,
-                           Limits, Listen, Permission, QueueDefinition, Server, Storage, User)
+                           Limits, Listen, Permission, QueueDefinition, Server, Storage,
+                           TopicPermission, User)
 from .exchanges import EXCHANGE_TYPES
 
 __all__ = ["ConfigError", "StartError", "load", "from_dict", "replace", "check_hosts",
            "check_listen", "SHORTSTR", "MAX_VALUES",
            # the schema (configschema.py), for callers of config.Config and the like
            "Config", "Server", "Listen", "TLS", "Limits", "Storage", "User", "Permission",
+           "TopicPermission", "check_regex",
            "Definitions", "ExchangeDefinition", "QueueDefinition", "BindingDefinition"]
 
 
@@ -166,6 +168,8 @@ _CHECKS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
     "ssl_cert_login_from": (lambda v: v in ("distinguished_name", "common_name"),
                             "one of distinguished_name, common_name"),
     "vhosts[]": (lambda v: _nbytes(v, 1), f"a vhost name of 1..{SHORTSTR} bytes"),
+    "topic_permissions[].exchange": (lambda v: _nbytes(v, 1),
+                                     f"an exchange name of 1..{SHORTSTR} bytes"),
     "users[].name": (lambda v: _nbytes(v, 1), f"a user name of 1..{SHORTSTR} bytes"),
     "definitions.exchanges[].name": (lambda v: _nbytes(v, 1),
                                      f"an exchange name of 1..{SHORTSTR} bytes"),
@@ -275,12 +279,22 @@ def _duplicates(items: typing.Iterable, path: str, what: str, lines: dict, key: 
         j = first[item]
         there = f"{path}[{j}]{key}"
         shown = repr(item) if isinstance(item, str) else \
-            f"for user {item[0]!r} on vhost {item[1]!r}"
+            f"for user {item[0]!r} on vhost {item[1]!r}" + \
+            (f" and exchange {item[2]!r}" if len(item) > 2 else "")
         if here in lines and there in lines:
             where = f" at line {lines[here]} (first at line {lines[there]})"
         else:
             where = f" (first {there})"
         raise ConfigError(f"{here}: duplicate {what} {shown}{where}")
+
+
+def check_regex(value: str, path: str, as_bytes: bool = False) -> None:
+    """A permission's pattern compiles (before {username} is expanded, as RabbitMQ's)."""
+    try:
+        re.compile(value.encode("utf-8", "surrogateescape") if as_bytes else value)
+    except (re.error, UnicodeEncodeError) as e:
+        raise ConfigError(f"{path}: expected a regular expression, got {value!r} ({e})") \
+            from None
 
 
 def check_hosts(hosts: tuple[str, ...], path: str, lines: dict | None = None) -> None:
@@ -341,12 +355,16 @@ def from_dict(data: typing.Any, lines: dict | None = None) -> Config:
         if p.vhost not in cfg.vhosts:
             raise ConfigError(f"permissions[{i}].vhost: expected one of the vhosts, got {p.vhost!r}")
         for key in ("configure", "write", "read"):
-            value = getattr(p, key)
-            try:
-                re.compile(value)
-            except re.error as e:
-                raise ConfigError(f"permissions[{i}].{key}: expected a regular expression, "
-                                  f"got {value!r} ({e})") from None
+            check_regex(getattr(p, key), f"permissions[{i}].{key}")
+    for i, p in enumerate(cfg.topic_permissions):
+        if p.user not in names or p.vhost not in cfg.vhosts:
+            key, value = ("user", p.user) if p.user not in names else ("vhost", p.vhost)
+            raise ConfigError(f"topic_permissions[{i}].{key}: expected one of the {key}s, "
+                              f"got {value!r}")
+        check_regex(p.write, f"topic_permissions[{i}].write", as_bytes=True)
+        check_regex(p.read, f"topic_permissions[{i}].read", as_bytes=True)
+    _duplicates([(p.user, p.vhost, p.exchange) for p in cfg.topic_permissions],
+                "topic_permissions", "topic permission", lines)
     _duplicates(cfg.auth_mechanisms, "auth_mechanisms", "mechanism", lines)
     if not cfg.auth_mechanisms:
         raise ConfigError("auth_mechanisms: expected at least one mechanism, got []")

@@ -77,6 +77,19 @@ class Permission:
 
 
 @dataclass(frozen=True)
+class TopicPermission:
+    """RabbitMQ's topic permission: on the topic exchange ``exchange``, the routing keys
+    ``user`` may publish with (``write``) and bind with (``read``), as regular expressions
+    that may use ``{username}`` and ``{vhost}``; "" means none (RabbitMQ's "^$")."""
+
+    user: str
+    exchange: str
+    write: str
+    read: str
+    vhost: str = "/"
+
+
+@dataclass(frozen=True)
 class ExchangeDefinition:
     name: str
     type: str = "direct"
@@ -126,6 +139,8 @@ class Config:
     users: tuple[User, ...] = (User("guest", password="guest", tags=("administrator",),
                                     loopback_only=True),)
     permissions: tuple[Permission, ...] = (Permission("guest", "/"),)
+    # none: every routing key is allowed, as RabbitMQ without topic permissions
+    topic_permissions: tuple[TopicPermission, ...] = ()
     definitions: Definitions = field(default_factory=Definitions)
     # SASL mechanisms offered, in order (RabbitMQ's auth_mechanisms): PLAIN, AMQPLAIN,
     # EXTERNAL (TLS only: the client certificate names the user), ANONYMOUS

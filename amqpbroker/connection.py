@@ -49,6 +49,7 @@ class Connection(Handshake):
         self.user = None
         self.vhost = None
         self.permissions = None
+        self.topic_permissions = None   # access.TopicPermissions, if the user has any
         limits = self.config.limits
         self.channel_max = limits.channel_max
         self.frame_max = limits.frame_max

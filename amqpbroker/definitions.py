@@ -1,5 +1,6 @@
 """Definitions in RabbitMQ's JSON shape (``GET/POST /api/definitions``): users, vhosts,
-permissions, exchanges, queues and bindings, as plain dicts (the caller does the JSON).
+permissions, topic permissions, exchanges, queues and bindings, as plain dicts (the caller
+does the JSON).
 
 Export lists what a client declared: not the built-in ``amq.*`` exchanges nor the default
 exchange, not exclusive queues (they belong to a connection), not the default exchange's
@@ -7,10 +8,10 @@ implicit bindings.  A per-vhost export leaves out users, vhosts and permissions 
 ``vhost`` keys, as RabbitMQ's.
 
 Import declares as a client would, through the vhost (same validation, same texts; an
-existing entity must be equivalent), in order: users, permissions, exchanges, queues,
-bindings.  Vhosts come from the configuration file: an unknown one is refused before
-anything changes.  Users and permissions go into the running broker only (the
-configuration file stays the source at start)."""
+existing entity must be equivalent), in order: users, permissions, topic permissions,
+exchanges, queues, bindings.  Vhosts come from the configuration file: an unknown one is
+refused before anything changes.  Users and (topic) permissions go into the running broker
+only (the configuration file stays the source at start)."""
 from __future__ import annotations
 
 import base64
@@ -19,7 +20,7 @@ from decimal import Decimal
 
 from . import __version__, errors
 from .broker import hash_password
-from .config import Permission, User
+from .config import ConfigError, Permission, TopicPermission, User, check_regex
 from .exchanges import Exchange
 
 RABBIT_VERSION = "3.10.0"   # the format written (RabbitMQ 3.x reads it)
@@ -67,7 +68,8 @@ def export(broker, vhost: str | None = None) -> dict:
         out["permissions"] = [
             {"user": u, "vhost": v, "configure": p.patterns[0], "write": p.patterns[1],
              "read": p.patterns[2]} for (u, v), p in sorted(broker.permissions.items())]
-        for key in ("topic_permissions", "parameters", "global_parameters"):
+        out["topic_permissions"] = topic_permissions(broker)
+        for key in ("parameters", "global_parameters"):
             out[key] = []
     out["policies"] = []
     queues, exchanges, bindings = [], [], []
@@ -99,6 +101,13 @@ def export(broker, vhost: str | None = None) -> dict:
     return out
 
 
+def topic_permissions(broker) -> list[dict]:
+    """As ``rabbitmqctl export_definitions`` lists them (the patterns as set)."""
+    return [{"user": u, "vhost": v, "exchange": x, "write": w, "read": r}
+            for (u, v), tp in sorted(broker.topic_permissions.items())
+            for x, (w, r) in sorted(tp.patterns.items())]
+
+
 # ---------------------------------------------------------------------- import
 
 def apply(broker, defs: dict, vhost: str | None = None) -> None:
@@ -108,7 +117,8 @@ def apply(broker, defs: dict, vhost: str | None = None) -> None:
     if not isinstance(defs, dict):
         raise DefinitionsError("definitions: not an object")
     default = vhost if vhost is not None else "/"
-    for key in ("vhosts", "queues", "exchanges", "bindings", "permissions"):
+    for key in ("vhosts", "queues", "exchanges", "bindings", "permissions",
+                "topic_permissions"):
         for i, item in enumerate(_items(defs, key)):
             name = item.get("name") if key == "vhosts" else item.get("vhost", default)
             if name not in broker.vhosts:
@@ -126,6 +136,9 @@ def apply(broker, defs: dict, vhost: str | None = None) -> None:
                 perm = Permission(p["user"], p.get("vhost", "/"), p.get("configure", ""),
                                   p.get("write", ""), p.get("read", ""))
                 broker.set_permissions(perm)
+            for i, p in enumerate(_items(defs, "topic_permissions")):
+                path = f"topic_permissions[{i}]"
+                broker.set_topic_permissions(_topic_permission(broker, p, path))
         for i, x in enumerate(_items(defs, "exchanges")):
             path = f"exchanges[{i}]"
             broker.vhosts[x.get("vhost", default)].declare_exchange(
@@ -158,6 +171,22 @@ def _items(defs: dict, key: str) -> list:
     if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
         raise DefinitionsError(f"{key}: not a list of objects")
     return items
+
+
+def _topic_permission(broker, p: dict, path: str) -> TopicPermission:
+    """The fields ``rabbitmqctl export_definitions`` writes, all of them required (as
+    RabbitMQ's set_topic_permissions): user, vhost, exchange, write, read."""
+    tp = TopicPermission(p["user"], p["exchange"], p["write"], p["read"], p["vhost"])
+    if not all(isinstance(v, str) for v in (tp.user, tp.exchange, tp.write, tp.read)):
+        raise DefinitionsError(f"{path}: user, exchange, write and read must be strings")
+    if tp.user not in broker.users:
+        raise DefinitionsError(f"{path}: no user '{tp.user}'")
+    for key in ("write", "read"):
+        try:
+            check_regex(getattr(tp, key), f"{path}.{key}", as_bytes=True)
+        except ConfigError as e:
+            raise DefinitionsError(str(e)) from None
+    return tp
 
 
 def _user(u: dict, old, path: str) -> User:

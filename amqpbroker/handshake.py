@@ -70,6 +70,8 @@ class Handshake:
             if limit and len(self.broker.connections) >= limit:
                 raise errors.NotAllowed(f"connection limit ({limit}) is reached", 10, 40)
             self.vhost, self.permissions = self.broker.open_vhost(self.user, m.virtual_host)
+            self.topic_permissions = self.broker.topic_permissions.get(
+                (self.user.name, m.virtual_host))
             self.state = OPEN
             self.broker.connections.add(self)
             self.send(framing.method_frame(0, C.Connection.OpenOk()))

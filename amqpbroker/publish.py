@@ -17,18 +17,26 @@ from .vhost import REPLY_TO
 class Publishing:
     # ------------------------------------------------------------------ publish
 
-    def _publish_target(self, name: str):
+    def _publish_target(self, name: str, routing_key: str):
         """The exchange a publish goes to, after the checks RabbitMQ makes: write
-        permission (before the lookup), existence, not internal.  Cached per channel
-        (permissions do not change during a connection; a deleted exchange is a miss)."""
+        permission (before the lookup), existence, not internal, the topic permission.
+        Cached per channel (permissions do not change during a connection; a deleted
+        exchange is a miss), except where a topic permission applies: its answer is for
+        one routing key, so such a publish comes here every time."""
         vhost = self.vhost
-        access.publish(*self.who, name)
-        ex = vhost.exchanges.get(name) if name else vhost.default_exchange
-        if ex is None:
-            raise errors.NotFound(f"no exchange '{name}' in vhost '{vhost.name}'", 60, 40)
-        if ex.internal:
-            raise errors.AccessRefused(
-                f"cannot publish to internal exchange '{name}' in vhost '{vhost.name}'", 60, 40)
+        try:
+            access.publish(*self.who, name)
+            ex = vhost.exchanges.get(name) if name else vhost.default_exchange
+            if ex is None:
+                raise errors.NotFound(f"no exchange '{name}' in vhost '{vhost.name}'")
+            if ex.internal:
+                raise errors.AccessRefused(
+                    f"cannot publish to internal exchange '{name}' in vhost '{vhost.name}'")
+            if self.topics is not None and access.topic(self.topics, "write", ex, routing_key):
+                return ex
+        except errors.AMQPError as e:  # RabbitMQ's close names the method: basic.publish
+            e.class_id, e.method_id = 60, 40
+            raise
         if len(self._targets) > 1000:
             self._targets.clear()
         self._targets[name] = ex
@@ -39,7 +47,7 @@ class Publishing:
             self.conn.became_publisher()
         ex = self._targets.get(pub.exchange)
         if ex is None or ex.deleted:
-            ex = self._publish_target(pub.exchange)
+            ex = self._publish_target(pub.exchange, pub.routing_key)
         if self._check:  # user-id, delivery-mode: 406 as RabbitMQ, after the target checks
             wirecheck.check_publish(msg.props, self.conn.user)
         flags = msg.flags

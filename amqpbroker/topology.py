@@ -33,6 +33,7 @@ class Topology:
         vh = self.vhost
         binding = m.name == "Exchange.Bind"
         access.bind_exchange(*self.who, m.source, m.destination)
+        access.topic(self.topics, "read", vh.exchanges.get(m.source), m.routing_key)
         if binding:
             dest = vh.get_exchange(m.destination)
             vh.get_exchange(m.source)
@@ -77,6 +78,8 @@ class Topology:
         if not m.queue and not rk:
             rk = name
         access.bind_queue(*self.who, m.exchange, name)
+        # the source exchange's topic permission, before the queue is looked up (RabbitMQ)
+        access.topic(self.topics, "read", vh.exchanges.get(m.exchange), rk)
         if binding:
             q = vh.get_queue(name, self.conn)
             vh.get_exchange(m.exchange)

@@ -7,6 +7,9 @@ valgrind's callgrind (deterministic: no timing, no sockets).
     python bench/callgrind.py --exchange amq.direct   # through a direct exchange binding
     python bench/callgrind.py --ack 100   # manual acks: prefetch 1000, Basic.Ack multiple
                                           # every 100 messages (compare.py's ack scenario)
+    python bench/callgrind.py --exchange amq.topic --topic-write '^bench'
+                                          # guest has a topic permission on that exchange:
+                                          # every publish searches the write regex
 
 For each scenario the child process runs under ``valgrind --tool=callgrind`` twice, with
 ``--small`` and ``--large`` messages; the difference of the two totals divided by the
@@ -70,7 +73,7 @@ def properties(scenario: str, i: int) -> bytes:
 
 
 def child(scenario: str, n: int, total: int, src: str, exchange: str = "",
-          ack: int = 0) -> None:
+          ack: int = 0, topic_write: str = "") -> None:
     sys.path.insert(0, src)
     import amqpbroker
     assert os.path.dirname(os.path.dirname(os.path.abspath(amqpbroker.__file__))) == src, \
@@ -82,7 +85,11 @@ def child(scenario: str, n: int, total: int, src: str, exchange: str = "",
     from amqpbroker.config import Config
     from amqpbroker.connection import Connection
 
-    conn = Connection(Broker(Config()), now=0.0)  # the default: a loopback peer
+    cfg = Config()
+    if topic_write:
+        from amqpbroker.config import TopicPermission
+        cfg = Config(topic_permissions=(TopicPermission("guest", exchange, topic_write, ".*"),))
+    conn = Connection(Broker(cfg), now=0.0)  # the default: a loopback peer
 
     def send(*methods, channel=1):
         conn.receive_data(b"".join(pframe.marshal(m, channel) for m in methods), 0.0)
@@ -124,11 +131,13 @@ def child(scenario: str, n: int, total: int, src: str, exchange: str = "",
 
 
 def count(src: str, scenario: str, n: int, total: int, exchange: str = "",
-          ack: int = 0) -> int:
+          ack: int = 0, topic_write: str = "") -> int:
     env = dict(os.environ, PYTHONHASHSEED="0")
     cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
            sys.executable, os.path.abspath(__file__), "--child", scenario, "-n", str(n),
            "--total", str(total), "--src", src, "--exchange", exchange, "--ack", str(ack)]
+    if topic_write:
+        cmd += ["--topic-write", topic_write]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=src)
     m = re.search(r"Collected : (\d+)", res.stderr)
     if res.returncode != 0 or m is None:
@@ -149,6 +158,8 @@ def main() -> None:
                          "(default: the default exchange)")
     ap.add_argument("--ack", type=int, default=0,
                     help="manual acks: Basic.Ack multiple every N messages (prefetch 1000)")
+    ap.add_argument("--topic-write", default="",
+                    help="give guest this topic permission (write regex) on --exchange")
     ap.add_argument("--child", choices=SCENARIOS, help=argparse.SUPPRESS)
     ap.add_argument("-n", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--total", type=int, default=0, help=argparse.SUPPRESS)
@@ -156,14 +167,17 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         child(args.child, args.n, max(args.n, args.total), os.path.abspath(args.src),
-              args.exchange, args.ack)
+              args.exchange, args.ack, args.topic_write)
         return
     src = os.path.abspath(args.src)
     print(f"amqpbroker from {src}; messages {args.small} and {args.large}; exchange "
-          f"{args.exchange or '(default)'}" + (f"; ack every {args.ack}" if args.ack else ""))
+          f"{args.exchange or '(default)'}" + (f"; ack every {args.ack}" if args.ack else "")
+          + (f"; topic permission {args.topic_write!r}" if args.topic_write else ""))
     for scenario in args.scenarios:
-        small = count(src, scenario, args.small, args.large, args.exchange, args.ack)
-        large = count(src, scenario, args.large, args.large, args.exchange, args.ack)
+        small = count(src, scenario, args.small, args.large, args.exchange, args.ack,
+                      args.topic_write)
+        large = count(src, scenario, args.large, args.large, args.exchange, args.ack,
+                      args.topic_write)
         per = (large - small) / (args.large - args.small)
         print(f"{scenario:8s} {per:10.0f} instructions/message", flush=True)
 

@@ -56,7 +56,8 @@ FILE_MISTAKES = [
     (b"listen:\n  hosts: []\n", "listen.hosts: expected at least one host"),
     (b"colour: blue\n",
      "colour: unknown key (expected one of server, listen, limits, storage, vhosts, users, "
-     "permissions, definitions, auth_mechanisms, ssl_cert_login_from, anonymous_login_user)"),
+     "permissions, topic_permissions, definitions, auth_mechanisms, ssl_cert_login_from, "
+     "anonymous_login_user)"),
     (b"definitions:\n  queues:\n    - {name: q, arguments: {x-max-length: -1}}\n",
      "definitions.queues[0]: PRECONDITION_FAILED - invalid arg 'x-max-length' for queue 'q' "
      "in vhost '/': {value_negative,-1}"),
@@ -79,6 +80,14 @@ FILE_MISTAKES = [
      "permissions[0].user: expected one of the users, got 'nobody'"),
     (b"permissions:\n  - {user: guest, vhost: /prod}\n",
      "permissions[0].vhost: expected one of the vhosts, got '/prod'"),
+    (b"topic_permissions:\n  - {user: guest, exchange: amq.topic, write: '^{username}(',"
+     b" read: ''}\n",
+     "topic_permissions[0].write: expected a regular expression, got '^{username}(' "
+     "(missing ), unterminated subpattern at position 11)"),
+    (b"topic_permissions:\n  - {user: guest, exchange: t, write: '', read: ''}\n"
+     b"  - {user: guest, exchange: t, write: '.*', read: ''}\n",
+     "topic_permissions[1]: duplicate topic permission for user 'guest' on vhost '/' and "
+     "exchange 't' at line 3 (first at line 2)"),
 ]
 
 

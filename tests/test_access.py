@@ -172,6 +172,7 @@ def test_the_channel_refuses_through_access():
     c.declare(2, "cfg-q")
     close = close_frame(c.publish(2, "r-x", "k", b"x"), 2)
     assert (close.reply_code, close.reply_text) == (403, refused("exchange", "r-x"))
+    assert (close.class_id, close.method_id) == (60, 40)   # as RabbitMQ: basic.publish
 
 
 def test_open_vhost_refused_through_frames():
