@@ -14,6 +14,8 @@ refused before anything changes.  Users and (topic) permissions go into the runn
 only (the configuration file stays the source at start)."""
 from __future__ import annotations
 
+import re
+
 import base64
 import os
 from decimal import Decimal
@@ -164,6 +166,8 @@ def apply(broker, defs: dict, vhost: str | None = None) -> None:
         raise DefinitionsError(f"{path}: {e.explanation or e.reply_text}") from None
     except (KeyError, TypeError, AttributeError) as e:
         raise DefinitionsError(f"{path}: malformed ({type(e).__name__}: {e})") from None
+    except re.error as e:  # a permission's pattern
+        raise DefinitionsError(f"{path}: invalid regular expression ({e})") from None
 
 
 def _items(defs: dict, key: str) -> list:

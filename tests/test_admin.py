@@ -265,6 +265,10 @@ def test_per_vhost_definitions_and_refused_imports(b):
     with pytest.raises(DefinitionsError, match=r"bindings\[0\]: no exchange 'gone'"):
         Admin(fresh).import_definitions({"bindings": [
             {"source": "gone", "destination": "new", "vhost": "/"}]})
+    with pytest.raises(DefinitionsError,
+                       match=r"permissions\[0\]: invalid regular expression \(missing \)"):
+        Admin(fresh).import_definitions({"permissions": [
+            {"user": "guest", "vhost": "/", "configure": "(", "write": "", "read": ""}]})
     with pytest.raises(DefinitionsError, match="hashing algorithm"):
         Admin(fresh).import_definitions({"users": [
             {"name": "x", "password_hash": "abc", "hashing_algorithm": "rabbit_password_hashing_md5"}]})
