@@ -124,8 +124,10 @@ class Exchange:
     type's index."""
     type = ""
     # the arguments a redeclare must repeat (RabbitMQ compares only alternate-exchange;
-    # LavinMQ's x-delayed-exchange changes what the exchange does, so it is compared too)
-    compared_args: tuple[str, ...] = ("alternate-exchange", "x-delayed-exchange")
+    # LavinMQ's x-delayed-exchange and x-message-deduplication change what the exchange
+    # does, so they are compared too)
+    compared_args: tuple[str, ...] = ("alternate-exchange", "x-delayed-exchange",
+                                      "x-message-deduplication")
 
     def __init__(self, name: str, durable: bool = True, auto_delete: bool = False,
                  internal: bool = False, arguments: dict | None = None):
