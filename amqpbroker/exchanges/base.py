@@ -33,8 +33,10 @@ def _canon(value):
 class Outcome:
     """A routing outcome without destinations that still counts as routed, for
     ``mandatory`` and for confirms: the type took the message (``DEFERRED``: kept to be
-    routed later, as the delayed exchange; ``DROPPED``: discarded on purpose, as the
-    deduplicating exchange on a duplicate)."""
+    routed later, as the delayed exchange; ``DROPPED``: discarded on purpose).  The
+    deduplicating exchanges (dedupex.py) return one with a ticket for a duplicate (the
+    first one's entry) and for a message they routed themselves (its queues' and its
+    entry's tickets joined)."""
 
     __slots__ = ("name", "ticket")
 
