@@ -13,9 +13,9 @@ A message whose id is in the window is a duplicate: not routed, counted
 positive confirm, as SQS reports a duplicate send (the plugin nacks).  Its confirm waits
 for the first one's entry to be committed.
 
-Any other message is routed first (the whole publish, through this exchange's type:
-exchange-to-exchange bindings, the alternate exchange), and its id is recorded only when
-that took it somewhere: a first publish that reached no queue does not make its retry a
+Any other message is routed and enqueued first (the whole publish, through this
+exchange's type: exchange-to-exchange bindings, the alternate exchange, the queues'
+acceptance), and its id is recorded only when that took it somewhere: a first publish that reached no queue does not make its retry a
 duplicate.  With ``disk`` persistence the entry's row joins the same store batch as the
 message's, and the publish's confirm waits for that commit too: after a crash, either both
 are there or neither."""
@@ -26,6 +26,7 @@ from .confirms import Pending, join
 from .dedup import HEADER, DedupCache, id_of, key_name, positive_arg, ttl_header
 from .exchanges import VARIANTS, register
 from .exchanges.base import Outcome
+from .exchanges.routing import route
 from .exchanges.fanout import FanoutExchange
 
 ARG = "x-message-deduplication"
@@ -110,15 +111,20 @@ class Deduplicating:
         if seen is not None:
             self.counters.drop_duplicate += 1
             return DUPLICATE if seen is True else Outcome("DUPLICATE", seen)
+        # route and enqueue now, as VirtualHost.publish does, with the caller's keys (a
+        # dead letter's routing key, say): the id is recorded only if that took it
         self._nested = msg
         try:
-            routed, ticket = vhost.publish(self, msg)
+            routed = route(vhost, self, msg, keys)
+            ticket = vhost._deliver(routed, msg) if routed else None
         finally:
             self._nested = None
         if not routed:
             return ()  # unroutable: not recorded (routing finds no alternate either)
         if ticket is False:  # a queue refused it (reject-publish): a nack, not recorded
             return Outcome("DEFERRED", _refused())
+        if routed.deferred:  # (a type on the way kept it: its ticket too)
+            ticket = join(ticket, routed.deferred)
         return Outcome("DEFERRED", join(ticket, cache.add(key, now, ttl_header(msg))))
 
 

@@ -389,3 +389,20 @@ def test_unroutable_first_publish_is_returned_then_its_retry_routes():
     c.call(1, C.Queue.Bind(queue="q", exchange="d", routing_key="k"), "Queue.BindOk")
     assert names(c.publish(1, "d", "k", b"x", p, mandatory=True)) == ["Basic.Ack"]
     assert messages(c.rpc(1, C.Basic.Get(queue="q", no_ack=True)))[0].body == b"x"
+
+
+def test_dead_letter_through_a_lavinmq_form_exchange_keeps_its_routing_key():
+    clock = Clock()
+    vh = VirtualHost("/", clock=clock)
+    vh.declare_exchange("dlx", "direct", False, False, False, False,
+                        {"x-message-deduplication": True})
+    dead = vh.declare_queue("dead", False, False, False, False, {}, None)
+    vh.bind("dlx", dead, "dead-key", {})
+    src = vh.declare_queue("src", False, False, False, False,
+                           {"x-dead-letter-exchange": "dlx",
+                            "x-dead-letter-routing-key": "dead-key"}, None)
+    msg = m(mid="d-1", rk="src", exchange="")
+    vh.publish(vh.default_exchange, msg)
+    q = src.take(clock.now)
+    src.settle([q], REJECT)
+    assert (src.message_count, dead.message_count) == (0, 1)
