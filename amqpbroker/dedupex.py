@@ -15,8 +15,8 @@ for the first one's entry to be committed.
 
 Any other message is routed and enqueued first (the whole publish, through this
 exchange's type: exchange-to-exchange bindings, the alternate exchange, the queues'
-acceptance), and its id is recorded only when that took it somewhere: a first publish that reached no queue does not make its retry a
-duplicate.  With ``disk`` persistence the entry's row joins the same store batch as the
+acceptance), and its id is recorded only when that took it somewhere: a first publish
+that reached no queue (or that a queue refused) does not make its retry a duplicate.  With ``disk`` persistence the entry's row joins the same store batch as the
 message's, and the publish's confirm waits for that commit too: after a crash, either both
 are there or neither."""
 from __future__ import annotations
