@@ -69,6 +69,7 @@ class Deduplicating:
     size_required = False
     cache: DedupCache | None = None
     _nested = None  # the message this exchange is routing for itself, now
+    id_key = key_name(HEADER)  # (create() sets the exchange's own)
 
     @classmethod
     def validate(cls, args: dict, where: str) -> None:

@@ -19,9 +19,15 @@ from amqpbroker.store.sqlite import SQLiteStore
 
 from .sim import connected, names
 
-# the wall clock is the test clock plus this: near the real one, so that the recovery
-# Broker() runs on the real clocks sees the same window as the test's own
-WALL = time.time() - 1000.0
+# the wall clock is the test clock plus WALL, set per test near the real one, so that the
+# recovery Broker() runs on the real clocks sees the same window as the test's own
+WALL = 0.0
+
+
+@pytest.fixture(autouse=True)
+def _wall():
+    global WALL
+    WALL = time.time() - 1000.0
 
 
 class Clock:
