@@ -229,3 +229,24 @@ def test_huge_ttl_is_clamped_into_the_store(tmp_path):
     (_k, expires, _s), _ = w.store.dedup_entries("/", "d")
     assert expires == int((1000.0 + WALL) * 1000) + MAX_TTL
     w.close()
+
+
+def test_queue_level_ids_come_back_with_their_messages(tmp_path):
+    d = str(tmp_path)
+    store = SQLiteStore(d)
+    vh = Broker(store=store).vhosts["/"]
+    q = vh.declare_queue("u", False, True, False, False, {"x-message-deduplication": True},
+                         None)
+    for k in ("a", "b"):
+        vh.publish(vh.default_exchange, Message("", "u", msg(k).props, b""))
+    vh.publish(vh.default_exchange, Message("", "u", msg("c", mode=1).props, b""))
+    store.sync_blocking()
+    store.close()
+    store = SQLiteStore(d)
+    vh = Broker(store=store).vhosts["/"]
+    q = vh.queues["u"]
+    assert q.message_count == 2                       # a and b: persistent
+    for k in ("a", "b", "c"):
+        vh.publish(vh.default_exchange, Message("", "u", msg(k).props, b""))
+    assert q.message_count == 3 and q.counters.drop_duplicate == 2   # c was not kept
+    store.close()
