@@ -32,11 +32,18 @@ from .exchanges.fanout import FanoutExchange
 ARG = "x-message-deduplication"
 ARGS = ("x-cache-size", "x-cache-ttl", "x-cache-persistence", "x-deduplication-header")
 DEFAULT_SIZE = 128  # LavinMQ's, for its form (the plugin's type requires a size)
-# the plugin's texts (its validate/1)
-SIZE_TEXT = "Missing or invalid argument, 'x-cache-size' must be an integer greater than 0"
-TTL_TEXT = "Invalid argument, 'x-cache-ttl' must be an integer greater than 0"
-PERSISTENCE_TEXT = ("Invalid argument, 'x-cache-persistence' must be either 'disk' or "
-                    "'memory'")
+# The plugin's texts (its validate/1), byte for byte: each is an Elixir string continued
+# with a backslash at the end of a line, which keeps the next line's indentation, so the
+# run of spaces differs by branch (a string that does not parse, or anything else)
+SIZE_TEXT = "Missing or invalid argument," + " " * 11 + \
+    "'x-cache-size' must be an integer greater than 0"
+SIZE_STR_TEXT = "Missing or invalid argument," + " " * 23 + \
+    "'x-cache-size' must be an integer greater than 0"
+TTL_TEXT = "Invalid argument," + " " * 14 + "'x-cache-ttl' must be an integer greater than 0"
+TTL_STR_TEXT = "Invalid argument," + " " * 23 + \
+    "'x-cache-ttl' must be an integer greater than 0"
+PERSISTENCE_TEXT = "Invalid argument," + " " * 14 + \
+    "'x-cache-persistence' must be either 'disk' or 'memory'"
 HEADER_TEXT = "Invalid argument, 'x-deduplication-header' must be a header name"
 DUPLICATE = Outcome("DUPLICATE", True)  # taken: confirmed now, routed nowhere
 
@@ -45,10 +52,12 @@ def check_args(args: dict, size_required: bool) -> None:
     """406 with the plugin's text for an argument it would refuse."""
     size = args.get("x-cache-size")
     if (size is not None or size_required) and positive_arg(size) is None:
-        raise errors.PreconditionFailed(SIZE_TEXT)
+        raise errors.PreconditionFailed(
+            SIZE_STR_TEXT if isinstance(size, (str, bytes)) else SIZE_TEXT)
     ttl = args.get("x-cache-ttl")
     if ttl is not None and positive_arg(ttl) is None:
-        raise errors.PreconditionFailed(TTL_TEXT)
+        raise errors.PreconditionFailed(
+            TTL_STR_TEXT if isinstance(ttl, (str, bytes)) else TTL_TEXT)
     persistence = args.get("x-cache-persistence")
     if persistence is not None and persistence not in ("disk", "memory"):
         raise errors.PreconditionFailed(PERSISTENCE_TEXT)

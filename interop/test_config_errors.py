@@ -71,12 +71,12 @@ FILE_MISTAKES = [
      "definitions.exchanges[0]: PRECONDITION_FAILED - Invalid argument, 'x-delayed-type' "
      "must be an existing exchange type"),
     (b"definitions:\n  exchanges:\n    - {name: once, type: x-message-deduplication}\n",
-     "definitions.exchanges[0]: PRECONDITION_FAILED - Missing or invalid argument, "
-     "'x-cache-size' must be an integer greater than 0"),
+     "definitions.exchanges[0]: PRECONDITION_FAILED - Missing or invalid argument,"
+     "           'x-cache-size' must be an integer greater than 0"),
     (b"definitions:\n  exchanges:\n    - {name: once, type: direct, arguments: "
      b"{x-message-deduplication: true, x-cache-persistence: tape}}\n",
-     "definitions.exchanges[0]: PRECONDITION_FAILED - Invalid argument, "
-     "'x-cache-persistence' must be either 'disk' or 'memory'"),
+     "definitions.exchanges[0]: PRECONDITION_FAILED - Invalid argument,"
+     "              'x-cache-persistence' must be either 'disk' or 'memory'"),
     (b"definitions:\n  queues:\n    - {name: q, arguments: {x-message-deduplication: 1}}\n",
      "definitions.queues[0]: PRECONDITION_FAILED - invalid arg 'x-message-deduplication' "
      "for queue 'q' in vhost '/': {unacceptable_type,int}"),

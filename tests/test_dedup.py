@@ -18,7 +18,8 @@ from amqpbroker.admin import Admin
 from amqpbroker.broker import Broker
 from amqpbroker.config import Config
 from amqpbroker.dedup import MAX_TTL, DedupCache, canonical, id_of, key_name, ttl_header
-from amqpbroker.dedupex import SIZE_TEXT, TTL_TEXT
+from amqpbroker.dedupex import (PERSISTENCE_TEXT, SIZE_STR_TEXT, SIZE_TEXT, TTL_STR_TEXT,
+                                TTL_TEXT)
 from amqpbroker.message import Message
 from amqpbroker.queues import ACK, REJECT, REQUEUE
 from amqpbroker.vhost import VirtualHost
@@ -214,10 +215,17 @@ def test_reject_publish_queue_nacks_and_does_not_record():
 
 
 def test_declare_texts_and_equivalence():
+    # the plugin's texts keep the indentation its source continues them with
+    assert SIZE_TEXT == ("Missing or invalid argument,           'x-cache-size' must be an "
+                         "integer greater than 0")
     vh = VirtualHost("/")
     for args, text in (({}, SIZE_TEXT), ({"x-cache-size": 0}, SIZE_TEXT),
-                       ({"x-cache-size": "ten"}, SIZE_TEXT),
-                       ({"x-cache-size": 5, "x-cache-ttl": -1}, TTL_TEXT)):
+                       ({"x-cache-size": 1.5}, SIZE_TEXT),
+                       ({"x-cache-size": "ten"}, SIZE_STR_TEXT),
+                       ({"x-cache-size": 5, "x-cache-ttl": -1}, TTL_TEXT),
+                       ({"x-cache-size": 5, "x-cache-ttl": "1s"}, TTL_STR_TEXT),
+                       ({"x-cache-size": 5, "x-cache-persistence": "tape"},
+                        PERSISTENCE_TEXT)):
         with pytest.raises(errors.PreconditionFailed) as ei:
             vh.declare_exchange("d", "x-message-deduplication", False, True, False, False,
                                 args)
