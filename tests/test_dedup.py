@@ -384,6 +384,8 @@ def test_duplicate_is_acked_under_confirms_and_not_returned_under_mandatory():
     assert ex.counters.drop_duplicate == 2
     stats = Admin(broker).exchange("/", "d")["message_stats"]   # the management core's
     assert (stats["publish_in"], stats["publish_out"], stats["drop_duplicate"]) == (3, 1, 2)
+    assert Admin(broker).exchange("/", "d")["cache_info"] == {"entries": 1, "size": 10}
+    assert "cache_info" not in Admin(broker).exchange("/", "amq.direct")
 
 
 def test_unroutable_first_publish_is_returned_then_its_retry_routes():
