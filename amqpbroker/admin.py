@@ -352,6 +352,9 @@ def _exchange_info(vhost: str, ex) -> dict:
             "message_stats": metrics.message_stats(ex.counters)}
     if not ex.name:
         info["user_who_performed_action"] = "rmq-internal"
+    cache = getattr(ex, "cache", None)
+    if cache is not None:  # a deduplicating exchange: the plugin's item (no byte count)
+        info["cache_info"] = {"entries": len(cache), "size": cache.size}
     return info
 
 

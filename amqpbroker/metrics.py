@@ -76,10 +76,11 @@ class Counters:
 class QueueCounters(Counters):
     """A queue's: messages accepted into it (``publish``), delivered to an acking or a
     no-ack consumer, fetched by Basic.Get (``get``, ``get_no_ack``, ``get_empty``), acked,
-    and delivered again after a requeue (``redeliver``)."""
+    and delivered again after a requeue (``redeliver``); of those accepted, the ones a
+    deduplicating queue dropped as duplicates (``drop_duplicate``, ours: queues/dedup.py)."""
 
     FIELDS = COUNTED = ("publish", "deliver", "deliver_no_ack", "get", "get_no_ack",
-                        "get_empty", "ack", "redeliver")
+                        "get_empty", "ack", "redeliver", "drop_duplicate")
     __slots__ = COUNTED
 
 
@@ -87,16 +88,19 @@ class ExchangeCounters(Counters):
     """An exchange's: messages published to it (``publish_in``), the ones it routed
     (``publish_out``: to a queue, or taken by its type), the ones that reached nothing and
     were returned (``mandatory``) or dropped, as RabbitMQ's (one per message, not per
-    queue copy)."""
+    queue copy); and the duplicates a deduplicating exchange dropped (``drop_duplicate``,
+    ours: dedupex.py)."""
 
-    COUNTED = ("publish_in", "return_unroutable", "drop_unroutable")
-    FIELDS = ("publish_in", "publish_out", "return_unroutable", "drop_unroutable")
+    COUNTED = ("publish_in", "return_unroutable", "drop_unroutable", "drop_duplicate")
+    FIELDS = ("publish_in", "publish_out", "return_unroutable", "drop_unroutable",
+              "drop_duplicate")
     __slots__ = COUNTED
 
     @property
     def publish_out(self) -> int:
         # every message is routed, returned or dropped: the common case is not counted
-        return self.publish_in - self.return_unroutable - self.drop_unroutable
+        return self.publish_in - self.return_unroutable - self.drop_unroutable - \
+            self.drop_duplicate
 
 
 class ChannelCounters(Counters):

@@ -7,6 +7,7 @@ import os
 import time
 
 from . import delayed  # noqa: F401  (registers x-delayed-message, x-delayed-exchange)
+from . import dedupex  # noqa: F401  (registers x-message-deduplication, its variant)
 from . import errors, values
 from .confirms import REFUSED, SAFE, join
 from .dlx import dead_letter

@@ -71,6 +71,16 @@ FILE_MISTAKES = [
      b" arguments: {x-delayed-type: bogus}}\n",
      "definitions.exchanges[0]: PRECONDITION_FAILED - Invalid argument, 'x-delayed-type' "
      "must be an existing exchange type"),
+    (b"definitions:\n  exchanges:\n    - {name: once, type: x-message-deduplication}\n",
+     "definitions.exchanges[0]: PRECONDITION_FAILED - Missing or invalid argument,"
+     "           'x-cache-size' must be an integer greater than 0"),
+    (b"definitions:\n  exchanges:\n    - {name: once, type: direct, arguments: "
+     b"{x-message-deduplication: true, x-cache-persistence: tape}}\n",
+     "definitions.exchanges[0]: PRECONDITION_FAILED - Invalid argument,"
+     "              'x-cache-persistence' must be either 'disk' or 'memory'"),
+    (b"definitions:\n  queues:\n    - {name: q, arguments: {x-message-deduplication: 1}}\n",
+     "definitions.queues[0]: PRECONDITION_FAILED - invalid arg 'x-message-deduplication' "
+     "for queue 'q' in vhost '/': {unacceptable_type,int}"),
     (b"definitions:\n  queues:\n    - {name: q}\n  bindings:\n    - {source: amq.topic,"
      b" destination: q, routing_key: '#', arguments: {x-filter-policy: "
      b"'{\"region\": [{\"prefix\": 5}]}'}}\n",
@@ -104,8 +114,13 @@ PLUGIN_DEFINITIONS = b"""definitions:
   exchanges:
     - {name: later, type: x-delayed-message, arguments: {x-delayed-type: topic}}
     - {name: later2, type: fanout, arguments: {x-delayed-exchange: true}}
+    - {name: once, type: x-message-deduplication,
+       arguments: {x-cache-size: 1000, x-cache-ttl: 60000, x-cache-persistence: disk}}
+    - {name: once2, type: topic, arguments: {x-message-deduplication: true,
+       x-deduplication-header: order-id}}
   queues:
     - {name: slow, arguments: {x-delivery-delay: 5000}}
+    - {name: unique, arguments: {x-message-deduplication: true}}
   bindings:
     - {source: later, destination: slow, routing_key: "a.#",
        arguments: {x-filter-policy: '{"region": ["eu"]}'}}
@@ -113,8 +128,9 @@ PLUGIN_DEFINITIONS = b"""definitions:
 
 
 def test_beyond_rabbitmq_features_through_yaml_definitions(tmp_path):
-    """Delayed exchanges (both forms), x-delivery-delay and a filter policy, declared from
-    the YAML file by a fresh process."""
+    """Delayed and deduplicating exchanges (both forms each), x-delivery-delay, a
+    deduplicating queue and a filter policy, declared from the YAML file by a fresh
+    process."""
     (tmp_path / "p.yaml").write_bytes(PLUGIN_DEFINITIONS)
     res = run("check-config", "p.yaml", cwd=tmp_path)
     assert (res.returncode, res.stdout.strip()) == (0, "p.yaml: ok"), res.stderr

@@ -111,7 +111,7 @@ MISTAKES = [
      "definitions.queues[0].arguments: expected a mapping with string keys, got [1]"),
     ("definitions:\n  exchanges:\n    - name: x\n      type: fan\n",
      "definitions.exchanges[0].type: expected one of direct, fanout, topic, headers, "
-     "x-delayed-message, got 'fan'"),
+     "x-delayed-message, x-message-deduplication, got 'fan'"),
     ("definitions:\n  exchanges:\n    - name: x\n      vhost: dev\n",
      "definitions.exchanges[0].vhost: expected one of the vhosts, got 'dev'"),
     ("definitions:\n  bindings:\n    - source: x\n      destination: q\n"

@@ -65,6 +65,7 @@ RECIPES = {
     "x-test-hold": ({"x-hold-type": "topic"}, ("a.*", {}), ("a.b", None), ("b.a", None)),
     "x-delayed-message": ({"x-delayed-type": "topic"}, ("a.*", {}), ("a.b", None),
                           ("b.a", None)),
+    "x-message-deduplication": ({"x-cache-size": 10}, ("k", {}), ("anything", None), None),
 }
 TYPES = sorted(RECIPES)
 PF = "PRECONDITION_FAILED - "
@@ -267,8 +268,8 @@ def test_config_types_come_from_the_registry(tmp_path):
     with pytest.raises(config.ConfigError) as ei:
         config.load(str(path))
     assert str(ei.value).endswith("definitions.exchanges[0].type: expected one of direct, "
-                                  "fanout, topic, headers, x-delayed-message, got "
-                                  "'x-test-hold'")
+                                  "fanout, topic, headers, x-delayed-message, "
+                                  "x-message-deduplication, got 'x-test-hold'")
 
 
 def test_unknown_type_in_the_store_is_an_error_naming_it(tmp_path):

@@ -19,8 +19,9 @@ LAYERS = ["errors", "access", "metrics", "scheduler", "values", "filterops", "fi
           "topictrie", "exchanges",
           "yamlfile", "configschema", "config",
           "framefaults", "wirecheck", "methods", "framing", "message", "poisonpill",
-          "confirms",
-          "queues", "store", "queuetimers", "dlx", "delayset", "delayed", "vhost", "broker",
+          "dedup", "confirms",
+          "queues", "store", "queuetimers", "dlx", "delayset", "delayed", "dedupex", "vhost",
+          "broker",
           "definitions", "admin",
           "content", "delivery", "replyto", "publish", "transactions", "topology",
           "channel", "heartbeat", "auth", "handshake", "connection", "listeners", "tls",
@@ -29,7 +30,7 @@ RANK = {name: i for i, name in enumerate(LAYERS)}
 
 ANYIO_ALLOWED = {"listeners", "tls", "server", "store.sqlite", "testing"}
 NO_PAMQP = {"filterops", "filterpolicy", "access", "metrics", "scheduler", "auth", "topictrie",
-            "exchanges", "confirms",
+            "exchanges", "confirms", "dedup", "dedupex",
             "queues", "vhost", "broker", "definitions", "admin"}
 PACKAGES = {"store", "queues", "exchanges"}  # one layer each, whatever modules they hold
 PACKAGE_ATTRIBUTES = {"__version__"}  # defined in amqpbroker/__init__.py, importable by all

@@ -33,9 +33,11 @@ def test_publish_counts_on_channel_exchange_and_queue():
     ch = c.conn.channels[1]
     assert ch.counters.publish == 4
     assert vh.default_exchange.counters.as_dict() == {
-        "publish_in": 3, "publish_out": 3, "return_unroutable": 0, "drop_unroutable": 0}
+        "publish_in": 3, "publish_out": 3, "return_unroutable": 0, "drop_unroutable": 0,
+        "drop_duplicate": 0}
     assert vh.exchanges["x"].counters.as_dict() == {  # one message, two queue copies
-        "publish_in": 1, "publish_out": 1, "return_unroutable": 0, "drop_unroutable": 0}
+        "publish_in": 1, "publish_out": 1, "return_unroutable": 0, "drop_unroutable": 0,
+        "drop_duplicate": 0}
     assert vh.queues["q"].counters.publish == 4 and vh.queues["q2"].counters.publish == 1
     # another vhost's default exchange is not this one's
     assert Broker().vhosts["/"].default_exchange.counters.publish_in == 0
@@ -52,7 +54,8 @@ def test_unroutable_returned_or_dropped():
     assert (vh.default_exchange.counters.return_unroutable,
             vh.default_exchange.counters.drop_unroutable) == (1, 0)
     assert vh.exchanges["amq.direct"].counters.as_dict() == {
-        "publish_in": 1, "publish_out": 0, "return_unroutable": 0, "drop_unroutable": 1}
+        "publish_in": 1, "publish_out": 0, "return_unroutable": 0, "drop_unroutable": 1,
+        "drop_duplicate": 0}
 
 
 def test_deliveries_gets_acks_and_redeliveries():
@@ -235,7 +238,7 @@ def test_counter_classes_have_rabbitmq_names():
     assert set(metrics.ChannelCounters.FIELDS) >= {"publish", "confirm", "return_unroutable",
                                                    "drop_unroutable"}
     assert metrics.ExchangeCounters.FIELDS == ("publish_in", "publish_out", "return_unroutable",
-                                               "drop_unroutable")
+                                               "drop_unroutable", "drop_duplicate")
     assert isinstance(QueueCounters(), Counters)
     with pytest.raises(AttributeError):  # slots: a typo is an error, not a new counter
         QueueCounters().publsh = 1

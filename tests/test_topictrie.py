@@ -118,7 +118,7 @@ def reference_route(ex: Exchange, rk: str, headers) -> set:
     for b in ex.bindings.values():
         if ex.type == "direct":
             ok = b.routing_key == rk
-        elif ex.type == "fanout":
+        elif ex.type in ("fanout", "x-message-deduplication"):  # (the latter as fanout)
             ok = True
         elif ex.type == "topic":
             ok = topic_match(split_topic(b.routing_key), split_topic(rk))

@@ -33,8 +33,10 @@ def _canon(value):
 class Outcome:
     """A routing outcome without destinations that still counts as routed, for
     ``mandatory`` and for confirms: the type took the message (``DEFERRED``: kept to be
-    routed later, as the delayed exchange; ``DROPPED``: discarded on purpose, as the
-    deduplicating exchange on a duplicate)."""
+    routed later, as the delayed exchange; ``DROPPED``: discarded on purpose).  The
+    deduplicating exchanges (dedupex.py) return one with a ticket for a duplicate (the
+    first one's entry) and for a message they routed themselves (its queues' and its
+    entry's tickets joined)."""
 
     __slots__ = ("name", "ticket")
 
@@ -124,8 +126,10 @@ class Exchange:
     type's index."""
     type = ""
     # the arguments a redeclare must repeat (RabbitMQ compares only alternate-exchange;
-    # LavinMQ's x-delayed-exchange changes what the exchange does, so it is compared too)
-    compared_args: tuple[str, ...] = ("alternate-exchange", "x-delayed-exchange")
+    # LavinMQ's x-delayed-exchange and x-message-deduplication change what the exchange
+    # does, so they are compared too)
+    compared_args: tuple[str, ...] = ("alternate-exchange", "x-delayed-exchange",
+                                      "x-message-deduplication")
 
     def __init__(self, name: str, durable: bool = True, auto_delete: bool = False,
                  internal: bool = False, arguments: dict | None = None):

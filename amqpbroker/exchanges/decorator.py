@@ -6,8 +6,9 @@ an instance of the wrapped type that shares its ``bindings`` dict and keeps the 
 index.  A subclass overrides ``route(msg, keys)``: return ``self.inner.route(msg, keys)`` to
 route now, ``DEFERRED`` after keeping the message (``self.release(msg)`` routes it later,
 from a ``self.vhost.scheduler`` call, say), or ``DROPPED`` to discard it on purpose.  The
-delayed (``inner_type_arg = "x-delayed-type"``) and deduplicating exchanges of issue 10 are
-such subclasses; ``delete`` is where they cancel what they scheduled."""
+delayed exchange (``inner_type_arg = "x-delayed-type"``) of issue 10 is such a subclass;
+``delete`` is where it cancels what it scheduled.  (The deduplicating exchanges are a
+mixin in front of a type instead: dedupex.py.)"""
 from __future__ import annotations
 
 from .. import errors

@@ -12,6 +12,7 @@ from .base import (ACK, REFUSED, REJECT, REQUEUE, SAFE, DeliverySink, Pending, Q
                    QueueStats, QueueType)
 from .classic import Queue
 from .consumer import Consumer
+from .dedup import DedupQueue
 from .ready import GONE, READY, UNACKED, QueuedMessage
 
 __all__ = ["ACK", "REQUEUE", "REJECT", "REFUSED", "SAFE", "Pending", "QUEUE_ARGS", "QueueArgs",
@@ -43,5 +44,11 @@ def _quorum_declare(name: str, durable: bool, exclusive: bool, where: str) -> No
             f"invalid property 'exclusive-owner' for queue '{name}' {where}")
 
 
-register(QueueKind("classic", Queue))
-register(QueueKind("quorum", Queue, _quorum_declare))
+def _classic(name, durable, owner, auto_delete, arguments, args, *rest):
+    """A classic queue, deduplicating (dedup.py) with ``x-message-deduplication``."""
+    cls = DedupQueue if args.deduplicate else Queue
+    return cls(name, durable, owner, auto_delete, arguments, args, *rest)
+
+
+register(QueueKind("classic", _classic))
+register(QueueKind("quorum", _classic, _quorum_declare))

@@ -14,7 +14,9 @@ QUEUE_ARGS = ("x-queue-type", "x-message-ttl", "x-expires", "x-max-length",
               "x-delivery-limit", "x-queue-mode", "x-queue-version",
               "x-dead-letter-strategy", "x-queue-master-locator", "x-queue-leader-locator",
               # ours (delayed.py): every message visible only after this many ms
-              "x-delivery-delay")
+              "x-delivery-delay",
+              # the deduplication plugin's (queues/dedup.py), and LavinMQ's header name
+              "x-message-deduplication", "x-deduplication-header")
 
 # the x-queue-type values declare accepts: filled by the registry (queues/__init__.py)
 TYPE_NAMES: set[str] = set()
@@ -36,6 +38,7 @@ class QueueArgs:
     single_active: bool = False
     delivery_limit: int | None = None
     delivery_delay: int | None = None  # ms, x-delivery-delay (None or 0: none)
+    deduplicate: bool = False          # x-message-deduplication (queues/dedup.py)
 
     @classmethod
     def parse(cls, queue: str, vhost: str, args: dict,
@@ -91,6 +94,13 @@ class QueueArgs:
         if not isinstance(sac, bool):
             raise bad("x-single-active-consumer",
                       f"{{unacceptable_type,{type_of('x-single-active-consumer', sac)}}}")
+        dedup = args.get("x-message-deduplication", False)
+        if not isinstance(dedup, bool):
+            raise bad("x-message-deduplication",
+                      f"{{unacceptable_type,{type_of('x-message-deduplication', dedup)}}}")
+        header = string("x-deduplication-header")
+        if header is not None and not 0 < len(header.encode()) < 256:
+            raise bad("x-deduplication-header", "{invalid_header_name}")
         limit = integer("x-delivery-limit", minimum=-1)
         if limit is None and qtype == "quorum":
             limit = 20  # RabbitMQ 4.x quorum queues' default
@@ -109,4 +119,5 @@ class QueueArgs:
             single_active=sac,
             delivery_limit=limit,
             delivery_delay=integer("x-delivery-delay", 0, 4_294_967_295) or None,
+            deduplicate=dedup,
         )

@@ -33,6 +33,8 @@ class MemoryStore:
         self._messages: dict[tuple[str, str], dict[int, tuple[Message, float | None]]] = {}
         # (vhost, exchange) -> {(due, seq): message}
         self._delayed: dict[tuple[str, str], dict[tuple[int, int], Message]] = {}
+        # (vhost, owner) -> {key: (expires, seq)}: deduplication entries (dedup.py)
+        self._dedup: dict[tuple[str, str], dict[bytes, tuple[int | None, int]]] = {}
 
     def _bump(self) -> None:
         self.gen += 1
@@ -104,6 +106,23 @@ class MemoryStore:
         rows = self._delayed.get((vhost, exchange), {})
         keys = sorted(k for k in rows if after is None or k > after)[:limit]
         return [(due, seq, rows[(due, seq)]) for due, seq in keys]
+
+    def put_dedup(self, vhost: str, owner: str, key: bytes, expires: int | None,
+                  seq: int) -> None:
+        self._dedup.setdefault((vhost, owner), {})[key] = (expires, seq)
+        self._bump()
+
+    def remove_dedup(self, vhost: str, owner: str, key: bytes) -> None:
+        self._dedup.get((vhost, owner), {}).pop(key, None)
+        self._bump()
+
+    def drop_dedup(self, vhost: str, owner: str) -> None:
+        self._dedup.pop((vhost, owner), None)
+        self._bump()
+
+    def dedup_entries(self, vhost: str, owner: str) -> list[tuple[bytes, int | None, int]]:
+        rows = self._dedup.get((vhost, owner), {})
+        return sorted(((k, e, s) for k, (e, s) in rows.items()), key=lambda r: r[2])
 
     # ------------------------------------------------------------------ recovery, sync
 

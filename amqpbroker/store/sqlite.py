@@ -53,6 +53,15 @@ CREATE TABLE IF NOT EXISTS delayed (
     routing_key BLOB NOT NULL, props BLOB NOT NULL, body BLOB NOT NULL, cc TEXT, bcc TEXT,
     PRIMARY KEY (vhost, exchange, due, seq)) WITHOUT ROWID;
 """
+# Deduplication caches with disk persistence (dedup.py): one row per id in a window,
+# per (vhost, owner: the exchange), in the order they were recorded (seq); also created
+# where missing.  ``expires`` in wall-clock ms, NULL for no TTL.
+DEDUP_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dedup (
+    vhost TEXT NOT NULL, owner BLOB NOT NULL, key BLOB NOT NULL, expires INTEGER,
+    seq INTEGER NOT NULL, PRIMARY KEY (vhost, owner, key)) WITHOUT ROWID;
+"""
+EXTRA_SCHEMA = DELAYED_SCHEMA + DEDUP_SCHEMA
 DELAYED_AFTER = ("SELECT due, seq, routing_key, props, body, cc, bcc FROM delayed "
                  "WHERE vhost = ? AND exchange = ? AND (due, seq) > (?, ?) "
                  "ORDER BY due, seq LIMIT ?")
@@ -91,6 +100,9 @@ SQL = {
     "d+": "INSERT OR REPLACE INTO delayed VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     "d-": "DELETE FROM delayed WHERE vhost = ? AND exchange = ? AND due = ? AND seq = ?",
     "dx-": "DELETE FROM delayed WHERE vhost = ? AND exchange = ?",
+    "u+": "INSERT OR REPLACE INTO dedup VALUES (?, ?, ?, ?, ?)",
+    "u-": "DELETE FROM dedup WHERE vhost = ? AND owner = ? AND key = ?",
+    "ux-": "DELETE FROM dedup WHERE vhost = ? AND owner = ?",
 }
 
 
@@ -98,7 +110,7 @@ def open_schema(db: sqlite3.Connection) -> None:
     """Create the schema, or migrate an older one (in one transaction)."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version == SCHEMA_VERSION:
-        db.executescript(DELAYED_SCHEMA)
+        db.executescript(EXTRA_SCHEMA)
         return
     if version > SCHEMA_VERSION:
         raise sqlite3.DatabaseError(f"store schema {version} is newer than this broker's "
@@ -114,7 +126,7 @@ def open_schema(db: sqlite3.Connection) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
-    db.executescript(DELAYED_SCHEMA)
+    db.executescript(EXTRA_SCHEMA)
 
 
 def _encoded(kind: str, run: list) -> list:
@@ -137,12 +149,14 @@ class SQLiteStore:
         # a StoreError (one line naming the path) for a directory that is a file or not
         # writable, a file that is not an intact database of ours
         self.path = sqlite_open.prepare(directory)
-        self.db = sqlite_open.connect(self.path, SCHEMA + DELAYED_SCHEMA, open_schema)
+        self.db = sqlite_open.connect(self.path, SCHEMA + EXTRA_SCHEMA, open_schema)
         self._reader: sqlite3.Connection | None = None  # delayed_after's (below)
         self.lock: sqlite_open.DirectoryLock | None = None  # open_store() takes one
         self._batch: list = []
         self._inserts: dict[tuple, int] = {}  # pending message inserts: key -> batch index
         self._failed: list = []  # a batch whose commit failed, to be retried
+        # (vhost, owner) -> the gen of its drop_dedup: rows older are gone once synced
+        self._dedup_dropped: dict[tuple[str, str], int] = {}
         self.gen = 0
         self.synced = 0
         self.on_dirty = None
@@ -217,16 +231,41 @@ class SQLiteStore:
         """The next ``limit`` committed rows after ``after``.  On a connection of its own:
         WAL lets it read the last commit while the flusher's thread writes the next one
         on ``self.db``, and it never sees a transaction half done."""
-        if self._reader is None:
-            self._reader = sqlite3.connect(self.path, check_same_thread=False,
-                                           isolation_level=None)
-            self._reader.execute("PRAGMA query_only = 1")
         due, seq = after if after is not None else (-(1 << 63), -(1 << 63))
         return [(d, s, Message(exchange, text(rk), bytes(props), bytes(body),
                                tuple(json.loads(cc)) if cc else (),
                                tuple(json.loads(bcc)) if bcc else ()))
-                for d, s, rk, props, body, cc, bcc in self._reader.execute(
-                    DELAYED_AFTER, (vhost, raw(exchange), due, seq, limit)).fetchall()]
+                for d, s, rk, props, body, cc, bcc in self._read(
+                    DELAYED_AFTER, (vhost, raw(exchange), due, seq, limit))]
+
+    def put_dedup(self, vhost: str, owner: str, key: bytes, expires: int | None,
+                  seq: int) -> None:
+        self._op("u+", (vhost, raw(owner), key, expires, seq))
+
+    def remove_dedup(self, vhost: str, owner: str, key: bytes) -> None:
+        self._op("u-", (vhost, raw(owner), key))
+
+    def drop_dedup(self, vhost: str, owner: str) -> None:
+        self._op("ux-", (vhost, raw(owner)))
+        self._dedup_dropped[(vhost, owner)] = self.gen
+
+    def dedup_entries(self, vhost: str, owner: str) -> list[tuple[bytes, int | None, int]]:
+        """The committed rows of one cache, oldest first: (key, expires, seq).  None for
+        a cache dropped since the last commit (its rows are still there, not its own)."""
+        if self._dedup_dropped.get((vhost, owner), 0) > self.synced:
+            return []
+        return [(bytes(k), e, s) for k, e, s in self._read(
+            "SELECT key, expires, seq FROM dedup WHERE vhost = ? AND owner = ? ORDER BY seq",
+            (vhost, raw(owner)))]
+
+    def _read(self, sql: str, params: tuple) -> list:
+        """A query of the last commit, on a connection of its own: WAL lets it read while
+        the flusher's thread writes the next one on ``self.db``."""
+        if self._reader is None:
+            self._reader = sqlite3.connect(self.path, check_same_thread=False,
+                                           isolation_level=None)
+            self._reader.execute("PRAGMA query_only = 1")
+        return self._reader.execute(sql, params).fetchall()
 
     # ------------------------------------------------------------------ sync
 
