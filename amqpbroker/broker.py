@@ -1,36 +1,17 @@
 """The broker: vhosts, users and permissions."""
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
 
-from . import access, errors, metrics
+from . import access, errors, limits, metrics
 from .access import Permissions
 from .config import Config, ConfigError, Permission
+from .passwords import check as check_password, hash_password  # noqa: F401  (re-exported)
 from .scheduler import Scheduler
 from .store import MemoryStore, StoreError
 from .vhost import VirtualHost
 
 log = logging.getLogger("amqpbroker.broker")
-
-
-def hash_password(password: str, salt: bytes) -> str:
-    """RabbitMQ's rabbit_password_hashing_sha256: base64(salt4 + sha256(salt4 + password))."""
-    return base64.b64encode(salt + hashlib.sha256(
-        salt + password.encode("utf-8", "surrogateescape")).digest()).decode()
-
-
-def check_password(user, password: str) -> bool:
-    if user.password_hash:
-        try:
-            raw = base64.b64decode(user.password_hash)
-        except ValueError:
-            return False
-        return hmac.compare_digest(hash_password(password, raw[:4]), user.password_hash)
-    return user.password is not None and hmac.compare_digest(
-        user.password.encode(), password.encode("utf-8", "surrogateescape"))
 
 
 class Broker:
@@ -43,6 +24,8 @@ class Broker:
         self.scheduler = Scheduler()
         self.vhosts = {name: VirtualHost(name, store=self.store, scheduler=self.scheduler)
                        for name in self.config.vhosts}
+        for name, vh in self.vhosts.items():   # a config.VHost carries its limits
+            vh.limits = dict(getattr(name, "limits", None) or {})
         self.waiting_sync: set = set()   # channels with confirms parked until a sync
         # message rates of every counted object, on the scheduler (the server starts it)
         self.sampler = metrics.RateSampler(self.scheduler, lambda: metrics.broker_objects(self))
@@ -145,5 +128,7 @@ class Broker:
         self.permissions[(p.user, p.vhost)] = Permissions(p)
 
     def open_vhost(self, user, vhost: str) -> tuple[VirtualHost, Permissions]:
+        """Connection.Open: the limits, then the user's access (RabbitMQ's order)."""
+        limits.open_connection(self, user, vhost)
         vh = self.vhosts.get(vhost)
         return vh, access.open_vhost(self.permissions, user.name, vhost, vh is not None)

@@ -267,4 +267,4 @@ def test_per_vhost_definitions_and_refused_imports(b):
             {"source": "gone", "destination": "new", "vhost": "/"}]})
     with pytest.raises(DefinitionsError, match="hashing algorithm"):
         Admin(fresh).import_definitions({"users": [
-            {"name": "x", "password_hash": "abc", "hashing_algorithm": "rabbit_password_hashing_md5"}]})
+            {"name": "x", "password_hash": "abc", "hashing_algorithm": "rabbit_password_hashing_bcrypt"}]})
