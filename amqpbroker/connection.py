@@ -261,6 +261,7 @@ class Connection(Handshake):
                 raise errors.NotAllowed(
                     f"number of channels opened ({open_count}) has reached the negotiated "
                     f"channel_max ({self.channel_max})", 20, 10)
+            limits.open_channel(self.broker, self.user)
             self.channels[number] = Channel(self, number)
             self.send(framing.channel_open_ok(number))
         elif method.name == "Channel.CloseOk":
