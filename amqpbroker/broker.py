@@ -22,10 +22,13 @@ class Broker:
         self.store = store if store is not None else MemoryStore()
         # every timed action of every vhost (TTL, queue expiry): the server's ticker runs it
         self.scheduler = Scheduler()
-        self.vhosts = {name: VirtualHost(name, store=self.store, scheduler=self.scheduler)
+        # a config.VHost is a str carrying its limits; the vhost gets a plain str (the
+        # hot path hashes and compares it: a subclass would take the slow paths)
+        self.vhosts = {str(name): VirtualHost(str(name), store=self.store,
+                                              scheduler=self.scheduler)
                        for name in self.config.vhosts}
-        for name, vh in self.vhosts.items():   # a config.VHost carries its limits
-            vh.limits = dict(getattr(name, "limits", None) or {})
+        for name in self.config.vhosts:
+            self.vhosts[name].limits = dict(getattr(name, "limits", None) or {})
         self.waiting_sync: set = set()   # channels with confirms parked until a sync
         # message rates of every counted object, on the scheduler (the server starts it)
         self.sampler = metrics.RateSampler(self.scheduler, lambda: metrics.broker_objects(self))

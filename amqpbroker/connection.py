@@ -116,7 +116,7 @@ class Connection(Handshake):
         self._in_receive = True
         try:
             self._receive(data, now)
-            if self.held + self.reader.buffered > self.max_buffered > 0:
+            if self.held:  # a partial frame alone is bounded by frame_max (<= the cap)
                 limits.buffered(self.max_buffered, self.held + self.reader.buffered)
         except errors.AMQPError as e:
             self._fail(e, now)

@@ -7,7 +7,7 @@
   limit is reached is refused: connections, channels and queues that exist stay.
 - ``limits.max_buffered_bytes``: what one connection holds of content that is not in a
   queue yet (bodies of messages still being assembled, messages published in an
-  uncommitted transaction, the partial frame in the reader).  Backpressure cannot help
+  uncommitted transaction, and then the partial frame in the reader).  Backpressure cannot help
   there (only more input completes a message or reaches the commit), so past the cap the
   connection is closed with 530, as RabbitMQ's other limits; no other connection is
   touched.
