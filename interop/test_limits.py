@@ -32,11 +32,13 @@ from conftest import REFERENCE_URL, start_amqpbroker, stop
 RABBITMQCTL = shutil.which("rabbitmqctl")
 S = uuid.uuid4().hex[:8]
 VHOST, ZERO, FREE = f"amqpb-lim-{S}", f"amqpb-lim0-{S}", f"amqpb-limfree-{S}"
+NOQUEUES = f"amqpb-limq0-{S}"
 USER, CHANNELS = f"amqpb-limu-{S}", f"amqpb-limch-{S}"
 PASSWORD = "lim-pw"
 VHOST_LIMITS = {VHOST: {"max-connections": 1, "max-queues": 2},
                 ZERO: {"max-connections": 0, "max-queues": 0},
-                FREE: {"max-connections": -1, "max-queues": -1}}
+                FREE: {"max-connections": -1, "max-queues": -1},
+                NOQUEUES: {"max-queues": 0}}
 USER_LIMITS = {USER: {"max-connections": 1}, CHANNELS: {"max-channels": 2}}
 
 
@@ -156,6 +158,21 @@ def test_zero_allows_none(env):
     assert close_of(try_open(env, ZERO)) == (
         530, f"NOT_ALLOWED - access to vhost '{ZERO}' refused for user 'guest': connection "
              f"limit (0) is reached", 10, 40)
+
+
+def test_zero_queues_allows_none_and_comes_before_argument_checks(env):
+    with env.raw() as c:
+        assert c.handshake(vhost=NOQUEUES) is None
+        close = c.rpc(1, C.Queue.Declare(queue="q0", arguments={"x-max-length": "a"}),
+                      "Channel.Close")
+        assert close_of(close) == (
+            406, f"PRECONDITION_FAILED - cannot declare queue 'q0': queue limit in vhost "
+                 f"'{NOQUEUES}' (0) is reached", 50, 10)
+        c.send(method(1, C.Channel.CloseOk()))
+        c.send(method(2, C.Channel.Open()))
+        assert c.wait_for("Channel.OpenOk")
+        close = c.rpc(2, C.Queue.Declare(queue="q0", passive=True), "Channel.Close")
+        assert close_of(close)[:2] == (404, f"NOT_FOUND - no queue 'q0' in vhost '{NOQUEUES}'")
 
 
 def test_negative_means_no_limit(env):
