@@ -138,7 +138,7 @@ class Admin:
         self._admin_only()
         return [{"name": u.name, "tags": list(u.tags),
                  "password_hash": definitions.password_hash(u),
-                 "hashing_algorithm": definitions.HASHING}
+                 "hashing_algorithm": definitions.hashing_algorithm(u)}
                 for _n, u in sorted(self.broker.users.items())]
 
     def permissions(self, vhost: str | None = None, user: str | None = None) -> list[dict]:

@@ -1,36 +1,17 @@
 """The broker: vhosts, users and permissions."""
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
 
-from . import access, errors, metrics
+from . import access, errors, limits, metrics
 from .access import Permissions, TopicPermissions
 from .config import Config, ConfigError, Permission, TopicPermission, User
+from .passwords import check as check_password, hash_password  # noqa: F401  (re-exported)
 from .scheduler import Scheduler
 from .store import MemoryStore, StoreError
 from .vhost import VirtualHost
 
 log = logging.getLogger("amqpbroker.broker")
-
-
-def hash_password(password: str, salt: bytes) -> str:
-    """RabbitMQ's rabbit_password_hashing_sha256: base64(salt4 + sha256(salt4 + password))."""
-    return base64.b64encode(salt + hashlib.sha256(
-        salt + password.encode("utf-8", "surrogateescape")).digest()).decode()
-
-
-def check_password(user, password: str) -> bool:
-    if user.password_hash:
-        try:
-            raw = base64.b64decode(user.password_hash)
-        except ValueError:
-            return False
-        return hmac.compare_digest(hash_password(password, raw[:4]), user.password_hash)
-    return user.password is not None and hmac.compare_digest(
-        user.password.encode(), password.encode("utf-8", "surrogateescape"))
 
 
 class Broker:
@@ -41,8 +22,13 @@ class Broker:
         self.store = store if store is not None else MemoryStore()
         # every timed action of every vhost (TTL, queue expiry): the server's ticker runs it
         self.scheduler = Scheduler()
-        self.vhosts = {name: VirtualHost(name, store=self.store, scheduler=self.scheduler)
+        # a config.VHost is a str carrying its limits; the vhost gets a plain str (the
+        # hot path hashes and compares it: a subclass would take the slow paths)
+        self.vhosts = {str(name): VirtualHost(str(name), store=self.store,
+                                              scheduler=self.scheduler)
                        for name in self.config.vhosts}
+        for name in self.config.vhosts:
+            self.vhosts[name].limits = dict(getattr(name, "limits", None) or {})
         self.waiting_sync: set = set()   # channels with confirms parked until a sync
         # message rates of every counted object, on the scheduler (the server starts it)
         self.sampler = metrics.RateSampler(self.scheduler, lambda: metrics.broker_objects(self))
@@ -158,6 +144,8 @@ class Broker:
         self.topic_permissions[(p.user, p.vhost)] = TopicPermissions(p.user, p.vhost, patterns)
 
     def open_vhost(self, user, vhost: str) -> tuple[VirtualHost, Permissions]:
+        """Connection.Open: the limits, then the user's access (RabbitMQ's order)."""
+        limits.open_connection(self, user, vhost)
         vh = self.vhosts.get(vhost)
         return vh, access.open_vhost(self.permissions, user.name, vhost, vh is not None)
 

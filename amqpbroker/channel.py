@@ -45,6 +45,7 @@ class Channel(ContentAssembly, Publishing, Delivery, DirectReplyTo, Transactions
         self.commit_ok_gen: int | None = None  # a Tx.CommitOk waiting for the store
         self.last_queue: str | None = None
         self.tx: list | None = None   # in tx mode: buffered publishes and settlements
+        self.tx_held = 0              # their body bytes, held by the connection (limits)
         self.reply_token: str | None = None  # direct reply-to: our pseudo-queue suffix
         self.reply_consumer: str | None = None
         # content assembly: IDLE (None) -> header -> bodies
@@ -99,6 +100,9 @@ class Channel(ContentAssembly, Publishing, Delivery, DirectReplyTo, Transactions
     def release(self) -> None:
         """The channel is gone: cancel its consumers, requeue its unacked messages."""
         self._publish = self._props = None
+        if self._parts or self.tx_held:  # what the connection held for us is let go
+            self.conn.hold(-sum(map(len, self._parts)) - self.tx_held)
+            self.tx_held = 0
         self._parts = []
         consumers, self.consumers = list(self.consumers.values()), {}
         for c in consumers:

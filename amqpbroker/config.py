@@ -8,7 +8,6 @@ dotted key path and what was expected, e.g.
 """
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime
 import ipaddress
@@ -16,17 +15,17 @@ import math
 import re
 import typing
 
-from . import yamlfile
+from . import limits, passwords, yamlfile
 from .configschema import (TLS, BindingDefinition, Config, Definitions, ExchangeDefinition,
                            Limits, Listen, Permission, QueueDefinition, Server, Storage,
-                           TopicPermission, User)
+                           TopicPermission, User, VHost, VHostSpec)
 from .exchanges import EXCHANGE_TYPES
 
 __all__ = ["ConfigError", "StartError", "load", "from_dict", "replace", "check_hosts",
            "check_listen", "SHORTSTR", "MAX_VALUES",
            # the schema (configschema.py), for callers of config.Config and the like
            "Config", "Server", "Listen", "TLS", "Limits", "Storage", "User", "Permission",
-           "TopicPermission", "check_regex",
+           "VHost", "TopicPermission", "check_regex",
            "Definitions", "ExchangeDefinition", "QueueDefinition", "BindingDefinition"]
 
 
@@ -147,6 +146,9 @@ _CHECKS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
     "limits.memory_high_watermark": (lambda v: 0 <= v <= 1,
                                      "a fraction of the RAM between 0 and 1 (0 disables)"),
     "limits.memory_high_watermark_bytes": (lambda v: v >= 0, "an integer >= 0"),
+    "limits.max_buffered_bytes": (lambda v: v >= 0, "an integer >= 0 (0: no cap)"),
+    "users[].hashing_algorithm": (lambda v: v in passwords.ALGORITHMS,
+                                  "one of " + ", ".join(passwords.ALGORITHMS)),
     "server.log_level": (lambda v: v in ("debug", "info", "warning", "error"),
                          "one of debug, info, warning, error"),
     "storage.backend": (lambda v: v in ("memory", "sqlite"), "one of memory, sqlite"),
@@ -170,6 +172,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
     "vhosts[]": (lambda v: _nbytes(v, 1), f"a vhost name of 1..{SHORTSTR} bytes"),
     "topic_permissions[].exchange": (lambda v: _nbytes(v, 1),
                                      f"an exchange name of 1..{SHORTSTR} bytes"),
+    "vhosts[].name": (lambda v: _nbytes(v, 1), f"a vhost name of 1..{SHORTSTR} bytes"),
     "users[].name": (lambda v: _nbytes(v, 1), f"a user name of 1..{SHORTSTR} bytes"),
     "definitions.exchanges[].name": (lambda v: _nbytes(v, 1),
                                      f"an exchange name of 1..{SHORTSTR} bytes"),
@@ -202,6 +205,11 @@ def _convert(value: typing.Any, tp: typing.Any, path: str) -> typing.Any:
             hint = " ([] for none)" if value is None else ""
             raise ConfigError(f"{path}: expected a list, got {_show(value)}{hint}")
         return tuple(_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value))
+    if tp is VHost:  # a name, or {name, limits}
+        if not isinstance(value, dict):
+            return VHost(_convert(value, str, path))
+        spec = _build(VHostSpec, value, path)
+        return VHost(spec.name, _limits(spec.limits, f"{path}.limits", limits.VHOST_KEYS))
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path)
     if tp is dict:  # AMQP arguments: a mapping with string keys
@@ -260,12 +268,11 @@ def _build(cls: type, data: typing.Any, path: str) -> typing.Any:
     return obj
 
 
-def _is_sha256_hash(text: str) -> bool:
-    """RabbitMQ's rabbit_password_hashing_sha256 form: base64(salt4 + sha256 digest)."""
+def _limits(value: dict, path: str, keys: tuple[str, ...]) -> dict:
     try:
-        return len(base64.b64decode(text, validate=True)) == 4 + 32
-    except ValueError:
-        return False
+        return limits.parse(value, keys)
+    except limits.LimitError as e:
+        raise ConfigError(f"{path}{'.' + e.key if e.key else ''}: {e}") from None
 
 
 def _duplicates(items: typing.Iterable, path: str, what: str, lines: dict, key: str = "") -> None:
@@ -340,9 +347,17 @@ def from_dict(data: typing.Any, lines: dict | None = None) -> Config:
     _duplicates([(p.user, p.vhost) for p in cfg.permissions], "permissions",
                 "permission", lines)
     for i, u in enumerate(cfg.users):
-        if u.password_hash is not None and not _is_sha256_hash(u.password_hash):
+        _limits(u.limits, f"users[{i}].limits", limits.USER_KEYS)
+        if u.password_hash is not None and not passwords.is_hash(u.password_hash,
+                                                                 u.hashing_algorithm):
+            digest = u.hashing_algorithm.rsplit("_", 1)[-1].upper().replace("SHA", "SHA-")
             raise ConfigError(f"users[{i}].password_hash: expected base64 of a 4-byte salt and "
-                              f"a SHA-256 digest, got {u.password_hash!r}")
+                              f"a {digest} digest, got {u.password_hash!r}")
+    lim = cfg.limits
+    if 0 < lim.max_buffered_bytes < max(lim.max_message_size, lim.frame_max):
+        raise ConfigError(f"limits.max_buffered_bytes: expected 0 or at least max_message_size "
+                          f"and frame_max ({max(lim.max_message_size, lim.frame_max)}), got "
+                          f"{lim.max_buffered_bytes}")
     names = {u.name for u in cfg.users}
     if "permissions" not in data and cfg.permissions and (
             cfg.permissions[0].user not in names or cfg.permissions[0].vhost not in cfg.vhosts):

@@ -43,6 +43,10 @@ class Limits:
     # consumers have drained the queues below it
     memory_high_watermark: float = 0.4
     memory_high_watermark_bytes: int = 0  # an absolute limit instead, when > 0
+    # content one connection may hold before it is routed (bodies being assembled,
+    # uncommitted tx publishes, a partial frame): past it the connection is closed with
+    # 530.  The default is the largest max_message_size allowed; 0: no cap
+    max_buffered_bytes: int = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,30 @@ class User:
     password_hash: str | None = None  # RabbitMQ-compatible base64(salt4 + sha256(salt4 + pw))
     tags: tuple[str, ...] = ()
     loopback_only: bool = False
+    # of password_hash: rabbit_password_hashing_sha256 | _sha512 | _md5 (passwords.py)
+    hashing_algorithm: str = "rabbit_password_hashing_sha256"
+    limits: dict = field(default_factory=dict)  # max-connections, max-channels (limits.py)
+
+
+class VHost(str):
+    """A vhost of ``vhosts``: its name (a ``str``, so that names compare and look up as
+    before) carrying its ``limits`` (max-connections, max-queues; limits.py).  The YAML
+    item is a name, or a mapping ``{name, limits}``."""
+
+    limits: dict
+
+    def __new__(cls, name: str, limits: dict | None = None):
+        self = super().__new__(cls, name)
+        self.limits = dict(limits or {})
+        return self
+
+
+@dataclass(frozen=True)
+class VHostSpec:
+    """The mapping form of a ``vhosts`` item (config.py turns it into a VHost)."""
+
+    name: str
+    limits: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -135,7 +163,7 @@ class Config:
     listen: Listen = field(default_factory=Listen)
     limits: Limits = field(default_factory=Limits)
     storage: Storage = field(default_factory=Storage)
-    vhosts: tuple[str, ...] = ("/",)
+    vhosts: tuple[VHost, ...] = (VHost("/"),)   # plain strings work too
     users: tuple[User, ...] = (User("guest", password="guest", tags=("administrator",),
                                     loopback_only=True),)
     permissions: tuple[Permission, ...] = (Permission("guest", "/"),)

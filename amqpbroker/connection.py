@@ -8,7 +8,7 @@ import logging
 
 from pamqp import commands as C
 
-from . import auth, errors, framefaults, framing, heartbeat, wirecheck
+from . import auth, errors, framefaults, framing, heartbeat, limits, wirecheck
 from .channel import Channel
 from .handshake import AWAIT_HEADER, AWAIT_OPEN, AWAIT_START_OK, CLOSED, CLOSING, OPEN, Handshake
 from .metrics import ConnectionCounters
@@ -64,6 +64,9 @@ class Connection(Handshake):
         self.blocked = False            # by a resource alarm: its socket is not read
         self.publisher = False          # has published: resource alarms block it
         self.counters = ConnectionCounters()
+        # content held until routed (partial bodies, uncommitted tx publishes): limits.py
+        self.held = 0
+        self.max_buffered = self.config.limits.max_buffered_bytes
 
     # ------------------------------------------------------------------ I/O surface
 
@@ -115,6 +118,8 @@ class Connection(Handshake):
         self._in_receive = True
         try:
             self._receive(data, now)
+            if self.held:  # a partial frame alone is bounded by frame_max (<= the cap)
+                limits.buffered(self.max_buffered, self.held + self.reader.buffered)
         except errors.AMQPError as e:
             self._fail(e, now)
         except Exception as e:  # a bug of ours: close this connection only, log it
@@ -175,6 +180,13 @@ class Connection(Handshake):
                     self._frame(ftype, channel, payload, now)
             except errors.SoftError as e:
                 self._close_channel(ch, e)
+
+    def hold(self, n: int) -> None:
+        """``n`` more (or, negative, fewer) bytes of content held before routing; past
+        ``limits.max_buffered_bytes`` the connection is closed (limits.py)."""
+        self.held += n
+        if n > 0:
+            limits.buffered(self.max_buffered, self.held)
 
     def _bad_header(self) -> None:
         # write our preferred header and close (AMQP 0-9-1 section 4.2.2)
@@ -251,6 +263,7 @@ class Connection(Handshake):
                 raise errors.NotAllowed(
                     f"number of channels opened ({open_count}) has reached the negotiated "
                     f"channel_max ({self.channel_max})", 20, 10)
+            limits.open_channel(self.broker, self.user)
             self.channels[number] = Channel(self, number)
             self.send(framing.channel_open_ok(number))
         elif method.name == "Channel.CloseOk":
@@ -259,6 +272,7 @@ class Connection(Handshake):
             # the client may close a channel we never saw opened; be forgiving
             self.send(framing.method_frame(number, C.Channel.CloseOk()))
         else:
+            limits.open_channel(self.broker, self.user)  # RabbitMQ's comes first
             raise errors.ChannelError("expected 'channel.open'", method.index >> 16,
                                       method.index & 0xFFFF)
 

@@ -66,6 +66,7 @@ class ContentAssembly:
             raise errors.FrameError("content body frame exceeds remaining content size", 60, 40)
         if self._received == self._size:
             if self._parts:
+                self.conn.hold(len(payload) - self._received)  # the held parts are let go
                 self._parts.append(payload)
                 body = b"".join(self._parts)
                 self._parts = []
@@ -74,6 +75,7 @@ class ContentAssembly:
             self._complete(body)
         else:
             self._parts.append(payload)
+            self.conn.hold(len(payload))  # 530 past limits.max_buffered_bytes
 
     def _complete(self, body: bytes) -> None:
         pub, props = self._publish, self._props

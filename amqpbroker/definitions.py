@@ -20,13 +20,14 @@ import base64
 import os
 from decimal import Decimal
 
-from . import __version__, errors
-from .broker import hash_password
+from . import __version__, errors, limits, passwords
 from .config import ConfigError, Permission, TopicPermission, User, check_regex
 from .exchanges import Exchange
+from .passwords import hash_password
 
 RABBIT_VERSION = "3.10.0"   # the format written (RabbitMQ 3.x reads it)
-HASHING = "rabbit_password_hashing_sha256"
+HASHING = passwords.SHA256   # of plain-text passwords from the configuration file
+VHOST_LIMITS = "vhost-limits"  # the runtime parameter component RabbitMQ keeps them in
 
 
 class DefinitionsError(ValueError):
@@ -56,6 +57,10 @@ def password_hash(user) -> str:
     return hash_password(user.password, os.urandom(4))
 
 
+def hashing_algorithm(user) -> str:
+    return user.hashing_algorithm if user.password_hash else HASHING
+
+
 # ---------------------------------------------------------------------- export
 
 def export(broker, vhost: str | None = None) -> dict:
@@ -64,15 +69,22 @@ def export(broker, vhost: str | None = None) -> dict:
                  "product_name": "amqpbroker", "product_version": __version__}
     if vhost is None:
         out["users"] = [{"name": u.name, "password_hash": password_hash(u),
-                         "hashing_algorithm": HASHING, "tags": list(u.tags), "limits": {}}
+                         "hashing_algorithm": hashing_algorithm(u), "tags": list(u.tags),
+                         "limits": dict(u.limits)}
                         for _n, u in sorted(broker.users.items())]
-        out["vhosts"] = [{"name": n, "limits": [], "metadata": {}} for n in names]
+        # vhost limits as RabbitMQ writes them: pairs in vhosts[], and (what its import
+        # reads) a vhost-limits parameter
+        out["vhosts"] = [{"name": n, "limits": [list(kv) for kv in broker.vhosts[n].limits
+                                                .items()], "metadata": {}} for n in names]
         out["permissions"] = [
             {"user": u, "vhost": v, "configure": p.patterns[0], "write": p.patterns[1],
              "read": p.patterns[2]} for (u, v), p in sorted(broker.permissions.items())]
         out["topic_permissions"] = topic_permissions(broker)
-        for key in ("parameters", "global_parameters"):
+        for key in ("global_parameters",):
             out[key] = []
+        out["parameters"] = [{"vhost": n, "component": VHOST_LIMITS, "name": "limits",
+                              "value": dict(broker.vhosts[n].limits)}
+                             for n in names if broker.vhosts[n].limits]
     out["policies"] = []
     queues, exchanges, bindings = [], [], []
     for name in names:
@@ -130,9 +142,13 @@ def apply(broker, defs: dict, vhost: str | None = None) -> None:
     path = ""
     try:
         if vhost is None:
+            vhost_limits = _vhost_limits(defs, broker.vhosts)
             for i, u in enumerate(_items(defs, "users")):
                 path = f"users[{i}]"
-                broker.users[u["name"]] = _user(u, broker.users.get(u["name"]), path)
+                broker.users[u["name"]] = _user(u, broker.users.get(u["name"]), path,
+                                                defs.get("rabbit_version"))
+            for name, lim in vhost_limits.items():  # before the queues, as RabbitMQ
+                broker.vhosts[name].limits = lim
             for i, p in enumerate(_items(defs, "permissions")):
                 path = f"permissions[{i}]"
                 perm = Permission(p["user"], p.get("vhost", "/"), p.get("configure", ""),
@@ -193,16 +209,42 @@ def _topic_permission(broker, p: dict, path: str) -> TopicPermission:
     return tp
 
 
-def _user(u: dict, old, path: str) -> User:
+def _limits(value, keys: tuple[str, ...], path: str) -> dict:
+    try:
+        return limits.parse(value, keys)
+    except limits.LimitError as e:
+        raise DefinitionsError(f"{path}{'.' + e.key if e.key else ''}: {e}") from None
+
+
+def _vhost_limits(defs: dict, vhosts: dict) -> dict:
+    """vhost -> limits: RabbitMQ's import reads the vhost-limits parameters; the pairs it
+    writes in vhosts[].limits are read too (a parameter wins).  Other parameters are
+    ignored."""
+    out = {}
+    for i, v in enumerate(_items(defs, "vhosts")):
+        if v.get("limits"):
+            out[v["name"]] = _limits(v["limits"], limits.VHOST_KEYS, f"vhosts[{i}].limits")
+    for i, p in enumerate(_items(defs, "parameters")):
+        if p.get("component") == VHOST_LIMITS:
+            name = p.get("vhost", "/")
+            if name not in vhosts:
+                raise DefinitionsError(f"parameters[{i}]: vhost '{name}' is not configured "
+                                       "(vhosts come from the configuration file)")
+            out[name] = _limits(p.get("value"), limits.VHOST_KEYS, f"parameters[{i}].value")
+    return out
+
+
+def _user(u: dict, old, path: str, version=None) -> User:
     tags = u.get("tags", [])
     if isinstance(tags, str):  # RabbitMQ before 3.9: "administrator,monitoring"
         tags = [t for t in tags.split(",") if t]
-    algorithm = u.get("hashing_algorithm", HASHING)
+    keep = {"tags": tuple(tags), "loopback_only": old.loopback_only if old else False,
+            "limits": _limits(u.get("limits"), limits.USER_KEYS, f"{path}.limits")}
     if "password" in u:
-        return User(u["name"], password=u["password"], tags=tuple(tags),
-                    loopback_only=old.loopback_only if old else False)
-    if algorithm != HASHING:
+        return User(u["name"], password=u["password"], **keep)
+    algorithm = u.get("hashing_algorithm") or passwords.default_algorithm(version)
+    if algorithm not in passwords.ALGORITHMS:
         raise DefinitionsError(f"{path}: hashing algorithm '{algorithm}' is not supported "
-                               f"(only '{HASHING}')")
-    return User(u["name"], password_hash=u.get("password_hash") or None, tags=tuple(tags),
-                loopback_only=old.loopback_only if old else False)
+                               f"(expected one of {', '.join(passwords.ALGORITHMS)})")
+    return User(u["name"], password_hash=u.get("password_hash") or None,
+                hashing_algorithm=algorithm, **keep)

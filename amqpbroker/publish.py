@@ -62,6 +62,8 @@ class Publishing:
                 msg = self._rewrite_reply_to(msg)
         if self.tx is not None:
             self.tx.append((pub, ex, msg))
+            self.tx_held += len(msg.body)
+            self.conn.hold(len(msg.body))  # 530 past limits.max_buffered_bytes
             return
         self._route(pub, ex, msg)
 

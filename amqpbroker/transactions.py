@@ -22,6 +22,7 @@ class Transactions:
         if self.tx is None:
             raise errors.PreconditionFailed("channel is not transactional", 90, 20)
         work, self.tx = self.tx, []
+        self._tx_release()
         touched: dict[int, QueueType] = {}
         store = self.vhost.store
         for item in work:
@@ -38,6 +39,7 @@ class Transactions:
         if self.tx is None:
             raise errors.PreconditionFailed("channel is not transactional", 90, 30)
         work, self.tx = self.tx, []
+        self._tx_release()
         # delivered messages whose acks are discarded stay unacked, in tag order
         restored = [(tag, entry) for item in work if len(item) == 2
                     for tag, entry in item[1]]
@@ -46,3 +48,9 @@ class Transactions:
             self.unacked = OrderedDict(merged)
         self.send_method(M.TX_ROLLBACK_OK)
 
+    def _tx_release(self) -> None:
+        """The transaction's publishes are routed or dropped: the connection holds them
+        no more (limits.max_buffered_bytes)."""
+        if self.tx_held:
+            self.conn.hold(-self.tx_held)
+            self.tx_held = 0

@@ -14,6 +14,7 @@ from .dlx import dead_letter
 from .exchanges import Binding, DefaultExchange, Exchange, exchange_class, exchange_type
 from .exchanges.base import Taken
 from .exchanges.routing import route
+from .limits import declare_queue as queue_limit
 from .message import Message
 from .metrics import VhostCounters
 from .queues import QUEUE_ARGS, QueueArgs, QueueType, kind_of
@@ -71,6 +72,7 @@ def _bool(b: bool) -> str:
 class VirtualHost:
     def __init__(self, name: str, clock=time.monotonic, store=None, scheduler=None):
         self.name = name
+        self.limits: dict = {}  # max-connections, max-queues (limits.py): the broker's
         self.store = store if store is not None else MemoryStore()
         self.clock = clock                       # monotonic seconds; tests pass their own
         self.wall_clock = time.time              # what outlives a restart (delayed.py)
@@ -242,6 +244,7 @@ class VirtualHost:
             if name.startswith("amq."):
                 raise errors.AccessRefused(
                     f"queue name '{name}' contains reserved prefix 'amq.*'")
+            queue_limit(self.limits, len(self.queues), name or self.new_queue_name(), self.name)
             args = QueueArgs.parse(name, self.name, arguments, arg_types)
             kind_of(args).check_declare(name, durable, exclusive, self._in())
             if not name:

@@ -271,4 +271,4 @@ def test_per_vhost_definitions_and_refused_imports(b):
             {"user": "guest", "vhost": "/", "configure": "(", "write": "", "read": ""}]})
     with pytest.raises(DefinitionsError, match="hashing algorithm"):
         Admin(fresh).import_definitions({"users": [
-            {"name": "x", "password_hash": "abc", "hashing_algorithm": "rabbit_password_hashing_md5"}]})
+            {"name": "x", "password_hash": "abc", "hashing_algorithm": "rabbit_password_hashing_bcrypt"}]})

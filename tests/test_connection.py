@@ -15,6 +15,7 @@ from pamqp import header as pheader
 from pamqp import heartbeat as pheartbeat
 
 from amqpbroker import connection as connection_mod
+from amqpbroker.auth import Transport
 from amqpbroker.broker import Broker
 from amqpbroker.config import Config, Limits
 
@@ -146,6 +147,24 @@ def test_guest_only_from_loopback():
     frames = c.start_ok()
     close = assert_conn_close(frames, 403)
     assert "can only connect via localhost" in close.reply_text
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "AMQPLAIN"])
+def test_guest_only_from_loopback_over_tls(mechanism):
+    """The same rule on an amqps connection (the transport only describes a TLS socket
+    from a non-loopback peer: no traffic leaves the process)."""
+    response = "\0guest\0guest" if mechanism == "PLAIN" else \
+        amqplain({"LOGIN": "guest", "PASSWORD": "guest"})
+    for peer, refused in ((("192.0.2.7", 40001), True), (("::1", 40001, 0, 0), False)):
+        c = Client(transport=Transport(peer=peer, local=("192.0.2.1", 5671), tls=True))
+        c.start()
+        frames = c.start_ok(mechanism=mechanism, response=response)
+        if refused:
+            close = assert_conn_close(frames, 403)
+            assert close.reply_text == "ACCESS_REFUSED - user 'guest' can only connect via " \
+                                       "localhost"
+        else:
+            assert names(frames) == ["Connection.Tune"]
 
 
 def amqplain(table: dict) -> str:

@@ -15,7 +15,7 @@ PERF = PKG.parent / "amqpbroker_perf"
 # Bottom to top, as in docs/architecture.md. A new module needs a place here (and in
 # docs/architecture.md).  Exchange types sit below config, which names them; the config's
 # dataclasses (configschema) below the loader that fills them (config).
-LAYERS = ["errors", "access", "metrics", "scheduler", "values", "filterops", "filterpolicy",
+LAYERS = ["errors", "access", "limits", "passwords", "metrics", "scheduler", "values", "filterops", "filterpolicy",
           "topictrie", "exchanges",
           "yamlfile", "configschema", "config",
           "framefaults", "wirecheck", "methods", "framing", "message", "poisonpill",
@@ -29,8 +29,8 @@ LAYERS = ["errors", "access", "metrics", "scheduler", "values", "filterops", "fi
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
 ANYIO_ALLOWED = {"listeners", "tls", "server", "store.sqlite", "testing"}
-NO_PAMQP = {"filterops", "filterpolicy", "access", "metrics", "scheduler", "auth", "topictrie",
-            "exchanges", "confirms", "dedup", "dedupex",
+NO_PAMQP = {"filterops", "filterpolicy", "access", "limits", "passwords", "metrics", "scheduler",
+            "auth", "topictrie", "exchanges", "confirms", "dedup", "dedupex",
             "queues", "vhost", "broker", "definitions", "admin"}
 PACKAGES = {"store", "queues", "exchanges"}  # one layer each, whatever modules they hold
 PACKAGE_ATTRIBUTES = {"__version__"}  # defined in amqpbroker/__init__.py, importable by all
