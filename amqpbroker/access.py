@@ -238,6 +238,12 @@ def administrator(user: str, tags) -> None:
         raise errors.AccessRefused("Not administrator user")
 
 
+def policymaker(user: str, tags) -> None:
+    """Policies: policymaker (on the vhosts it may reach) or administrator users."""
+    if "policymaker" not in tags and "administrator" not in tags:
+        raise errors.AccessRefused("Not policymaker user")
+
+
 def sees_all(tags) -> bool:
     """Monitoring and administrator users see every vhost and every connection."""
     return "administrator" in tags or "monitoring" in tags

@@ -15,13 +15,14 @@ from __future__ import annotations
 import time
 
 from . import __version__, access, definitions, errors, metrics, poisonpill
+from .adminpolicies import PolicyAdmin
 from .definitions import json_value
 from .exchanges import Exchange
 
 NODE = "amqpbroker"  # RabbitMQ's "node" fields: there is one
 
 
-class Admin:
+class Admin(PolicyAdmin):
     def __init__(self, broker, user: str | None = None):
         """``user``: whose rights apply (a management-tagged user), or None for none."""
         self.broker = broker
@@ -342,7 +343,19 @@ def _queue_info(vhost: str, q) -> dict:
         "owner_pid_details": {"name": connection_name(owner)} if owner is not None else {},
         "messages": st.messages + st.unacked, "messages_ready": st.messages,
         "messages_unacknowledged": st.unacked, "message_bytes_ready": st.message_bytes,
-        "consumers": st.consumers, "message_stats": metrics.message_stats(q.counters)}
+        "consumers": st.consumers, "message_stats": metrics.message_stats(q.counters),
+        "policy": q.policy.name if q.policy is not None else None,
+        "operator_policy": q.operator_policy.name if q.operator_policy is not None else None,
+        "effective_policy_definition": _effective(q)}
+
+
+def _effective(q) -> dict:
+    """The applied policies' keys (the operator policy's lower values win)."""
+    out = dict(q.policy.definition) if q.policy is not None else {}
+    if q.operator_policy is not None:
+        for k, v in q.operator_policy.definition.items():
+            out[k] = min(v, out[k]) if k in out else v
+    return out
 
 
 def _exchange_info(vhost: str, ex) -> dict:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from . import access, errors, limits, metrics
+from . import access, errors, limits, metrics, policies
 from .access import Permissions, TopicPermissions
 from .config import Config, ConfigError, Permission, TopicPermission, User
 from .passwords import check as check_password, hash_password  # noqa: F401  (re-exported)
@@ -50,6 +50,12 @@ class Broker:
         must be equivalent, or the broker does not start."""
         d = self.config.definitions
         path = ""
+        for kind in ("policies", "operator_policies"):  # (validated by config.py)
+            for p in getattr(d, kind):
+                vh = self.vhosts[p.vhost]
+                policies.set_policy(vh, policies.make(
+                    p.vhost, p.name, p.pattern, p.definition, p.priority, p.apply_to,
+                    kind == "operator_policies"), vh.clock(), store=False)
         try:
             for i, x in enumerate(d.exchanges):
                 path = f"definitions.exchanges[{i}]"
@@ -191,3 +197,20 @@ class Broker:
         for table in (self.permissions, self.topic_permissions):
             for key in [k for k in table if k[0] == name]:
                 del table[key]
+
+    def set_policy(self, vhost: str, name: str, pattern: str, definition: dict,
+                   priority: int = 0, apply_to: str = "all", operator: bool = False):
+        """Set (or replace) a policy, applied at once and kept in the store (as
+        rabbitmqctl set_policy / set_operator_policy).  PolicyError names a bad one."""
+        vh = self.vhosts.get(vhost)
+        if vh is None:
+            raise errors.NotFound(f"no vhost '{vhost}'")
+        p = policies.make(vhost, name, pattern, definition, priority, apply_to, operator)
+        policies.set_policy(vh, p, vh.clock())
+        return p
+
+    def clear_policy(self, vhost: str, name: str, operator: bool = False) -> None:
+        vh = self.vhosts.get(vhost)
+        if vh is None:
+            raise errors.NotFound(f"no vhost '{vhost}'")
+        policies.clear_policy(vh, name, operator, vh.clock())

@@ -15,7 +15,7 @@ import math
 import re
 import typing
 
-from . import limits, passwords, yamlfile
+from . import limits, passwords, policies, yamlfile
 from .configschema import (TLS, BindingDefinition, Config, Definitions, ExchangeDefinition,
                            Limits, Listen, Permission, QueueDefinition, Server, Storage,
                            TopicPermission, User, VHost, VHostSpec)
@@ -388,11 +388,26 @@ def from_dict(data: typing.Any, lines: dict | None = None) -> Config:
                           f"auth_mechanisms), got {cfg.anonymous_login_user!r}")
     d = cfg.definitions
     for kind, items in (("exchanges", d.exchanges), ("queues", d.queues),
-                        ("bindings", d.bindings)):
+                        ("bindings", d.bindings), ("policies", d.policies),
+                        ("operator_policies", d.operator_policies)):
         for i, item in enumerate(items):
             if item.vhost not in cfg.vhosts:
                 raise ConfigError(f"definitions.{kind}[{i}].vhost: expected one of the vhosts, "
                                   f"got {item.vhost!r}")
+            if kind.endswith("policies"):
+                try:
+                    policies.make(item.vhost, item.name, item.pattern, item.definition,
+                                  item.priority, item.apply_to, kind == "operator_policies")
+                except policies.PolicyError as e:
+                    raise ConfigError(f"definitions.{kind}[{i}]: {e}") from None
+        if kind.endswith("policies"):  # (a name is per vhost, and names one policy)
+            seen = {}
+            for i, p in enumerate(items):
+                j = seen.setdefault((p.vhost, p.name), i)
+                if j != i:
+                    raise ConfigError(f"definitions.{kind}[{i}].name: duplicate policy "
+                                      f"{p.name!r} in vhost {p.vhost!r} (first "
+                                      f"definitions.{kind}[{j}])")
     return cfg
 
 

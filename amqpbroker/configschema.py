@@ -148,13 +148,28 @@ class BindingDefinition:
 
 
 @dataclass(frozen=True)
+class PolicyDefinition:
+    """A RabbitMQ policy (policies.py): ``apply_to`` is RabbitMQ's ``apply-to``."""
+
+    name: str
+    pattern: str
+    definition: dict
+    vhost: str = "/"
+    priority: int = 0
+    apply_to: str = "all"
+
+
+@dataclass(frozen=True)
 class Definitions:
     """Exchanges, queues and bindings declared at start (after recovery), as a client
-    would declare them: an existing entity must be equivalent."""
+    would declare them: an existing entity must be equivalent; policies and operator
+    policies, applied before them."""
 
     exchanges: tuple[ExchangeDefinition, ...] = ()
     queues: tuple[QueueDefinition, ...] = ()
     bindings: tuple[BindingDefinition, ...] = ()
+    policies: tuple[PolicyDefinition, ...] = ()
+    operator_policies: tuple[PolicyDefinition, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import base64
 import os
 from decimal import Decimal
 
-from . import __version__, errors, limits, passwords
+from . import __version__, errors, limits, passwords, policies
 from .config import ConfigError, Permission, TopicPermission, User, check_regex
 from .exchanges import Exchange
 from .passwords import hash_password
@@ -85,7 +85,12 @@ def export(broker, vhost: str | None = None) -> dict:
         out["parameters"] = [{"vhost": n, "component": VHOST_LIMITS, "name": "limits",
                               "value": dict(broker.vhosts[n].limits)}
                              for n in names if broker.vhosts[n].limits]
-    out["policies"] = []
+    local = (lambda d: {k: v for k, v in d.items() if k != "vhost"}) if vhost is not None \
+        else (lambda d: d)  # a per-vhost export names no vhost
+    out["policies"] = [local(d) for n in names for d in broker.vhosts[n].policies.export()]
+    ops = [local(d) for n in names for d in broker.vhosts[n].policies.export(operator=True)]
+    if ops:  # (RabbitMQ's export has no such key; its import ignores it)
+        out["operator_policies"] = ops
     queues, exchanges, bindings = [], [], []
     for name in names:
         vh = broker.vhosts[name]
@@ -132,7 +137,7 @@ def apply(broker, defs: dict, vhost: str | None = None) -> None:
         raise DefinitionsError("definitions: not an object")
     default = vhost if vhost is not None else "/"
     for key in ("vhosts", "queues", "exchanges", "bindings", "permissions",
-                "topic_permissions"):
+                "topic_permissions", "policies", "operator_policies"):
         for i, item in enumerate(_items(defs, key)):
             name = item.get("name") if key == "vhosts" else item.get("vhost", default)
             if name not in broker.vhosts:
@@ -157,6 +162,12 @@ def apply(broker, defs: dict, vhost: str | None = None) -> None:
             for i, p in enumerate(_items(defs, "topic_permissions")):
                 path = f"topic_permissions[{i}]"
                 broker.set_topic_permissions(_topic_permission(broker, p, path))
+        for kind in ("policies", "operator_policies"):  # before the topology they shape
+            for i, p in enumerate(_items(defs, kind)):
+                path = f"{kind}[{i}]"
+                broker.set_policy(p.get("vhost", default), p["name"], p["pattern"],
+                                  p["definition"], p.get("priority", 0),
+                                  p.get("apply-to", "all"), kind == "operator_policies")
         for i, x in enumerate(_items(defs, "exchanges")):
             path = f"exchanges[{i}]"
             broker.vhosts[x.get("vhost", default)].declare_exchange(
@@ -184,6 +195,8 @@ def apply(broker, defs: dict, vhost: str | None = None) -> None:
         raise DefinitionsError(f"{path}: malformed ({type(e).__name__}: {e})") from None
     except re.error as e:  # a permission's pattern
         raise DefinitionsError(f"{path}: invalid regular expression ({e})") from None
+    except policies.PolicyError as e:
+        raise DefinitionsError(f"{path}: {e}") from None
 
 
 def _items(defs: dict, key: str) -> list:

@@ -8,7 +8,7 @@ import time
 
 from . import delayed  # noqa: F401  (registers x-delayed-message, x-delayed-exchange)
 from . import dedupex  # noqa: F401  (registers x-message-deduplication, its variant)
-from . import errors, values
+from . import errors, policies, values
 from .confirms import REFUSED, SAFE, join
 from .dlx import dead_letter
 from .exchanges import Binding, DefaultExchange, Exchange, exchange_class, exchange_type
@@ -84,6 +84,7 @@ class VirtualHost:
         self.timers = QueueTimers(self)          # the queues' wake-ups in it
         self.counters = VhostCounters()          # totals, refreshed off the hot path
         self.delivery_delays: dict = {}          # queue -> its x-delivery-delay DelayedSet
+        self.policies = policies.Policies()      # (policies.py applies them)
         self.default_exchange = DefaultExchange()
         self.default_exchange.create(self)
         for name, type_, internal in (
@@ -163,6 +164,7 @@ class VirtualHost:
     def _add_exchange(self, ex: Exchange) -> None:
         self.exchanges[ex.name] = ex
         ex.create(self)
+        policies.apply_exchange(self, ex)
 
     def delete_exchange(self, name: str, if_unused: bool) -> None:
         if name == "":
@@ -287,6 +289,7 @@ class VirtualHost:
         self.queues[name] = q
         if args.delivery_delay:
             delayed.delay_queue(self, q)
+        policies.apply_queue(self, q, now)
         return q
 
     def purge_queue(self, q: QueueType) -> int:
@@ -315,6 +318,7 @@ class VirtualHost:
         """Rebuild durable definitions and messages from the store (nothing is written
         back): definitions first, then messages in their order, marked redelivered."""
         now = self.clock()
+        policies.restore(self, recovered)
         for d in recovered.exchanges:
             if d.vhost != self.name or d.name in self.exchanges:
                 continue

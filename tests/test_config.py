@@ -119,8 +119,24 @@ MISTAKES = [
      "definitions.bindings[0].destination_type: expected one of queue, exchange, got 'topic'"),
     ("definitions:\n  bindings:\n    - destination: q\n",
      "definitions.bindings[0].source: required key is missing"),
-    ("definitions:\n  policies: []\n",
-     "definitions.policies: unknown key (expected one of exchanges, queues, bindings)"),
+    ("definitions:\n  parameters: []\n",
+     "definitions.parameters: unknown key (expected one of exchanges, queues, bindings, "
+     "policies, operator_policies)"),
+    ("definitions:\n  policies:\n    - {name: p, pattern: q, definition: {message-ttl: -1}}\n",
+     "definitions.policies[0]: -1 is not a valid message TTL"),
+    ("definitions:\n  policies:\n    - {name: p, pattern: '(', definition: {expires: 5}}\n",
+     'definitions.policies[0]: <<"(">> is not a valid regular expression (missing ), '
+     "unterminated subpattern at position 0)"),
+    ("definitions:\n  operator_policies:\n"
+     "    - {name: p, pattern: q, definition: {dead-letter-exchange: x}}\n",
+     'definitions.operator_policies[0]: [<<"dead-letter-exchange">>] are not recognised '
+     "operator policy settings"),
+    ("definitions:\n  policies:\n    - {name: p, pattern: q, definition: {max-length: 1}}\n"
+     "    - {name: p, pattern: r, definition: {max-length: 2}}\n",
+     "definitions.policies[1].name: duplicate policy 'p' in vhost '/' (first "
+     "definitions.policies[0])"),
+    ("definitions:\n  policies:\n    - {name: p, pattern: q, definition: {max-priority: 5}}\n",
+     'definitions.policies[0]: [<<"max-priority">>] are not recognised policy settings'),
     # duplicate keys (the YAML itself): the later line and the first
     ("limits:\n  heartbeat: 1\n  frame_max: 4096\n  heartbeat: 2\n",
      "limits.heartbeat: duplicate key at line 4 (first at line 2)"),

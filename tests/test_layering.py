@@ -17,12 +17,12 @@ PERF = PKG.parent / "amqpbroker_perf"
 # dataclasses (configschema) below the loader that fills them (config).
 LAYERS = ["errors", "access", "limits", "passwords", "metrics", "scheduler", "values", "filterops", "filterpolicy",
           "topictrie", "exchanges",
-          "yamlfile", "configschema", "config",
+          "policies", "yamlfile", "configschema", "config",
           "framefaults", "wirecheck", "methods", "framing", "message", "poisonpill",
           "dedup", "confirms",
           "queues", "store", "queuetimers", "dlx", "delayset", "delayed", "dedupex", "vhost",
           "broker",
-          "definitions", "admin",
+          "definitions", "adminpolicies", "admin",
           "content", "delivery", "replyto", "publish", "transactions", "topology",
           "channel", "heartbeat", "auth", "handshake", "connection", "listeners", "tls",
           "server", "__main__", "testing", "pytest_plugin"]
@@ -31,7 +31,7 @@ RANK = {name: i for i, name in enumerate(LAYERS)}
 ANYIO_ALLOWED = {"listeners", "tls", "server", "store.sqlite", "testing"}
 NO_PAMQP = {"filterops", "filterpolicy", "access", "limits", "passwords", "metrics", "scheduler",
             "auth", "topictrie", "exchanges", "confirms", "dedup", "dedupex",
-            "queues", "vhost", "broker", "definitions", "admin"}
+            "queues", "policies", "vhost", "broker", "definitions", "admin"}
 PACKAGES = {"store", "queues", "exchanges"}  # one layer each, whatever modules they hold
 PACKAGE_ATTRIBUTES = {"__version__"}  # defined in amqpbroker/__init__.py, importable by all
 

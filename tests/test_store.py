@@ -303,6 +303,23 @@ def test_deletes(h):
         [("k1", None), ("k2", 2)]
 
 
+def test_policies_round_trip(h):
+    s = h.store
+    g = s.gen
+    s.put_policy("/", "ttl", False, '{"pattern": "q"}')
+    s.put_policy("/", "ttl", True, '{"pattern": "op"}')      # an operator policy, same name
+    s.put_policy("v", "ttl", False, '{"pattern": "v"}')
+    s.put_policy("/", "gone", False, "{}")
+    s.put_policy("/", "ttl", False, '{"pattern": "q2"}')     # replaced
+    s.delete_policy("/", "gone", False)
+    assert s.gen >= g + 6
+    h.sync()
+    r = h.reopen()
+    assert sorted(r.policies) == [("/", "ttl", False, '{"pattern": "q2"}'),
+                                  ("/", "ttl", True, '{"pattern": "op"}'),
+                                  ("v", "ttl", False, '{"pattern": "v"}')]
+
+
 def test_vhosts_are_separate(h):
     s = h.store
     for vh in ("/", "dev"):

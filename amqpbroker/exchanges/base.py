@@ -144,10 +144,13 @@ class Exchange:
         self.e2e = 0
         self.deleted = False
         self.counters = ExchangeCounters()  # counted by the channels that publish here
+        self.policy = None                  # the policy that applies (policies.py)
 
     @property
     def alternate_exchange(self) -> str | None:
-        ae = self.arguments.get("alternate-exchange")
+        ae = self.arguments.get("alternate-exchange")  # the argument wins over a policy's
+        if ae is None and self.policy is not None:
+            ae = self.policy.definition.get("alternate-exchange")
         return ae if isinstance(ae, str) else None
 
     # ------------------------------------------------------------------ type hooks

@@ -113,6 +113,9 @@ class QueueType(Protocol):
 
     def purge(self) -> int: ...
 
+    def reconfigure(self, args, now: float) -> None:
+        """A policy changed the ``QueueArgs`` the queue acts on (policies.py)."""
+
     def delete(self) -> int:
         """Gone: messages dropped (the vhost removed the stored queue), consumers told
         through their sink's ``cancelled``; returns the ready count it had."""

@@ -54,17 +54,11 @@ class Queue:
         # persistent messages of a durable queue go to the store (None: nothing durable)
         self.store = store if durable and store is not None and store.durable else None
         self.vhost = vhost
-        a = self.args
-        self.ready = ready_list(a.max_priority)
-        # what the hot paths may skip, decided once
-        limited = a.max_length is not None or a.max_length_bytes is not None
-        self._rejects = limited and a.overflow != "drop-head"   # check before enqueueing
-        self.needs_after_publish = limited and a.overflow == "drop-head" or \
-            a.message_ttl is not None  # (per-message TTLs set _expiry, checked as well)
-        self._plain = a.message_ttl is None and a.max_priority is None
+        self.ready = ready_list(self.args.max_priority)
+        self._derive()
         self.ready_bytes = 0
         self.unacked_count = 0
-        self.consumers = Consumers(a.single_active)
+        self.consumers = Consumers(self.args.single_active)
         self.bindings: dict = {}  # bindings to this queue (an ordered set: binding -> None)
         self.deleted = False
         self._next_seq = 0
@@ -72,6 +66,27 @@ class Queue:
         self.last_used = now                      # for x-expires
         self._undead: set[int] = set()  # seqs whose dead-lettering failed: not tried again
         self.counters = QueueCounters()  # counted by the vhost and the channels
+        self.policy = self.operator_policy = None  # what applies (policies.py)
+
+    def _derive(self) -> None:
+        """What the hot paths may skip, decided once per set of arguments."""
+        a = self.args
+        limited = a.max_length is not None or a.max_length_bytes is not None
+        self._rejects = limited and a.overflow != "drop-head"   # check before enqueueing
+        self.needs_after_publish = limited and a.overflow == "drop-head" or \
+            a.message_ttl is not None  # (per-message TTLs set _expiry, checked as well)
+        self._plain = a.message_ttl is None and a.max_priority is None
+
+    def reconfigure(self, args: QueueArgs, now: float) -> None:
+        """A policy changed the arguments the queue acts on (policies.py; never its type,
+        priorities or single active consumer, which no policy sets).  A lower length
+        limit drops heads at once (drop-head); a TTL applies to messages enqueued from
+        now; an x-expires restarts from the last use."""
+        self.args = args
+        self._derive()
+        self.after_publish(now)
+        if args.expires is not None and self.schedule is not None:
+            self.schedule(self, self.last_used + args.expires / 1000)
 
     # ------------------------------------------------------------------ supply
 

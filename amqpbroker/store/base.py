@@ -73,6 +73,8 @@ class Recovered:
     bindings: list[BindingDef] = field(default_factory=list)
     # (vhost, queue) -> messages in queue order
     messages: dict[tuple[str, str], list[StoredMessage]] = field(default_factory=dict)
+    # policies set while running (policies.py): (vhost, name, operator, JSON document)
+    policies: list[tuple[str, str, bool, str]] = field(default_factory=list)
 
 
 class Store(Protocol):
@@ -112,4 +114,8 @@ class Store(Protocol):
     def dedup_entries(self, vhost: str, owner: str) -> list[tuple[bytes, int | None,
                                                                   int]]: ...
     async def sync(self) -> None: ...
+    # policies set while running (policies.py), as their JSON document
+    def put_policy(self, vhost: str, name: str, operator: bool, doc: str) -> None: ...
+    def delete_policy(self, vhost: str, name: str, operator: bool) -> None: ...
+
     def close(self) -> None: ...

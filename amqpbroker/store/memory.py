@@ -35,6 +35,7 @@ class MemoryStore:
         self._delayed: dict[tuple[str, str], dict[tuple[int, int], Message]] = {}
         # (vhost, owner) -> {key: (expires, seq)}: deduplication entries (dedup.py)
         self._dedup: dict[tuple[str, str], dict[bytes, tuple[int | None, int]]] = {}
+        self._policies: dict[tuple[str, str, bool], str] = {}
 
     def _bump(self) -> None:
         self.gen += 1
@@ -48,6 +49,14 @@ class MemoryStore:
 
     def delete_exchange(self, vhost: str, name: str) -> None:
         self._exchanges.pop((vhost, name), None)
+        self._bump()
+
+    def put_policy(self, vhost: str, name: str, operator: bool, doc: str) -> None:
+        self._policies[(vhost, name, operator)] = doc
+        self._bump()
+
+    def delete_policy(self, vhost: str, name: str, operator: bool) -> None:
+        self._policies.pop((vhost, name, operator), None)
         self._bump()
 
     def put_queue(self, d: QueueDef) -> None:
@@ -129,6 +138,7 @@ class MemoryStore:
     def recover(self) -> Recovered:
         r = Recovered(list(self._exchanges.values()), list(self._queues.values()),
                       list(self._bindings.values()))
+        r.policies = [(*key, doc) for key, doc in self._policies.items()]
         now = time.monotonic()
         for key, stored in self._messages.items():
             if stored:

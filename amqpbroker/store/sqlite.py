@@ -61,7 +61,13 @@ CREATE TABLE IF NOT EXISTS dedup (
     vhost TEXT NOT NULL, owner BLOB NOT NULL, key BLOB NOT NULL, expires INTEGER,
     seq INTEGER NOT NULL, PRIMARY KEY (vhost, owner, key)) WITHOUT ROWID;
 """
-EXTRA_SCHEMA = DELAYED_SCHEMA + DEDUP_SCHEMA
+# Policies set while running (policies.py): their JSON documents; created where missing.
+POLICY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS policies (
+    vhost TEXT NOT NULL, name TEXT NOT NULL, operator INTEGER NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (vhost, name, operator)) WITHOUT ROWID;
+"""
+EXTRA_SCHEMA = DELAYED_SCHEMA + DEDUP_SCHEMA + POLICY_SCHEMA
 DELAYED_AFTER = ("SELECT due, seq, routing_key, props, body, cc, bcc FROM delayed "
                  "WHERE vhost = ? AND exchange = ? AND (due, seq) > (?, ?) "
                  "ORDER BY due, seq LIMIT ?")
@@ -103,6 +109,8 @@ SQL = {
     "u+": "INSERT OR REPLACE INTO dedup VALUES (?, ?, ?, ?, ?)",
     "u-": "DELETE FROM dedup WHERE vhost = ? AND owner = ? AND key = ?",
     "ux-": "DELETE FROM dedup WHERE vhost = ? AND owner = ?",
+    "p+": "INSERT OR REPLACE INTO policies VALUES (?, ?, ?, ?)",
+    "p-": "DELETE FROM policies WHERE vhost = ? AND name = ? AND operator = ?",
 }
 
 
@@ -176,6 +184,12 @@ class SQLiteStore:
 
     def delete_exchange(self, vhost: str, name: str) -> None:
         self._op("x-", (vhost, raw(name)))
+
+    def put_policy(self, vhost: str, name: str, operator: bool, doc: str) -> None:
+        self._op("p+", (vhost, name, int(operator), doc))
+
+    def delete_policy(self, vhost: str, name: str, operator: bool) -> None:
+        self._op("p-", (vhost, name, int(operator)))
 
     def put_queue(self, d: QueueDef) -> None:
         self._op("q+", (d.vhost, raw(d.name), d.auto_delete,
@@ -340,6 +354,8 @@ class SQLiteStore:
         for vhost, source, kind, dest, rk, args in db.execute("SELECT * FROM bindings"):
             r.bindings.append(BindingDef(vhost, text(source), kind, text(dest), text(rk),
                                          table_from(args)))
+        r.policies = [(v, n, bool(op), doc) for v, n, op, doc in
+                      db.execute("SELECT * FROM policies ORDER BY vhost, name")]
         now = time.time()
         for vhost, queue, seq, exchange, rk, props, body, cc, bcc, expires_at in db.execute(
                 "SELECT * FROM messages ORDER BY vhost, queue, seq"):
