@@ -243,7 +243,7 @@ class Queue:
         ready = self.ready
         while len(ready):
             qm = ready.popleft()
-            self._unready(qm)
+            self.ready_bytes -= len(qm.msg.body)  # (_unready, inlined: once per delivery)
             # expired strictly before now: a TTL-0 message can still go to a consumer
             # waiting at the instant it arrives (RabbitMQ: x-message-ttl=0)
             if qm.expires_at is not None and qm.expires_at < now:
