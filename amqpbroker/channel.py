@@ -116,6 +116,7 @@ class Channel(ContentAssembly, Publishing, Delivery, DirectReplyTo, Transactions
         if self.confirms is not None:
             self.confirms.clear()
         self.vhost.counters.retire(self.counters)  # (release runs once per channel)
+        self.vhost.counters.channels_closed += 1
 
     # ------------------------------------------------------------------ methods
 

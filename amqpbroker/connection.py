@@ -265,6 +265,7 @@ class Connection(Handshake):
                     f"channel_max ({self.channel_max})", 20, 10)
             limits.open_channel(self.broker, self.user)
             self.channels[number] = Channel(self, number)
+            self.vhost.counters.channels_opened += 1
             self.send(framing.channel_open_ok(number))
         elif method.name == "Channel.CloseOk":
             pass  # a late Close-Ok for a channel already gone
@@ -355,6 +356,7 @@ class Connection(Handshake):
         if self in self.broker.connections:  # (once: teardown is idempotent)
             self.broker.connections.discard(self)
             self.vhost.counters.retire(self.counters)
+            self.vhost.counters.connections_closed += 1
 
     def connection_lost(self) -> None:
         """The socket is gone (EOF, reset, heartbeat timeout): clean up synchronously."""

@@ -74,6 +74,7 @@ class Handshake:
                 (self.user.name, m.virtual_host))
             self.state = OPEN
             self.broker.connections.add(self)
+            self.vhost.counters.connections_opened += 1
             self.send(framing.method_frame(0, C.Connection.OpenOk()))
         elif self.state == OPEN and name == "Connection.UpdateSecret":
             # PLAIN/AMQPLAIN logins have no token to refresh: accept, as RabbitMQ's

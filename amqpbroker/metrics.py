@@ -135,13 +135,20 @@ class VhostCounters:
     ``connections`` (every connection's), live and closed.  Closed ones are added to
     ``retired_*`` once (``retire``); ``refresh`` sums the live ones on top."""
 
-    __slots__ = ("channels", "connections", "retired_channels", "retired_connections")
+    # what opened and closed in the vhost (RabbitMQ's *_opened_total, *_closed_total,
+    # queues_declared/created/deleted_total), counted where it happens, off the hot path
+    LIFECYCLE = ("connections_opened", "connections_closed", "channels_opened",
+                 "channels_closed", "queues_declared", "queues_created", "queues_deleted")
+    __slots__ = ("channels", "connections", "retired_channels", "retired_connections",
+                 *LIFECYCLE)
 
     def __init__(self):
         self.channels = ChannelCounters()
         self.connections = ConnectionCounters()
         self.retired_channels = ChannelCounters()
         self.retired_connections = ConnectionCounters()
+        for f in self.LIFECYCLE:
+            setattr(self, f, 0)
 
     def retire(self, counters: Counters) -> None:
         """A channel (ChannelCounters) or a connection (ConnectionCounters) is gone: its

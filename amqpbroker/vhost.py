@@ -258,6 +258,8 @@ class VirtualHost:
                 self.store.put_queue(QueueDef(self.name, name, auto_delete, arguments,
                                               arg_types))
             q.touch(now)
+            self.counters.queues_created += 1
+            self.counters.queues_declared += 1
             return q
         self.check_exclusive(q, owner)
         if q.exclusive_owner is not None and not exclusive:
@@ -278,6 +280,7 @@ class VirtualHost:
             check_arg_equivalence(key, where, new, arg_types.get(key), cur,
                                   q.arg_types.get(key))
         q.touch(now)  # a redeclare renews the x-expires lease
+        self.counters.queues_declared += 1
         return q
 
     def _new_queue(self, name, durable, owner, auto_delete, arguments, args, now,
@@ -305,6 +308,7 @@ class VirtualHost:
         if q.durable:
             self.store.delete_queue(self.name, q.name)  # its messages go with it
         self.queues.pop(q.name, None)
+        self.counters.queues_deleted += 1
         for b in list(q.bindings):
             self._drop_binding(b)
         self.timers.cancel(q)
