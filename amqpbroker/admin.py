@@ -12,13 +12,15 @@ nothing is checked.  Errors are ``errors.AMQPError`` (NotFound, AccessRefused,
 PreconditionFailed...): the HTTP layer maps their codes.  Event-loop thread only."""
 from __future__ import annotations
 
+import re
 import time
 
 from . import __version__, access, definitions, errors, metrics, poisonpill
+from .adminviews import (NODE, binding_info, channel_info, channel_ref, connection_info,
+                         connection_name, exchange_info, queue_info, user_name)
+from .config import Permission, User
 from .definitions import json_value
-from .exchanges import Exchange
-
-NODE = "amqpbroker"  # RabbitMQ's "node" fields: there is one
+from .message import Message
 
 
 class Admin:
@@ -46,7 +48,7 @@ class Admin:
 
     def _sees_conn(self, conn) -> bool:
         return self.user is None or access.sees_connection(self.user, self.tags,
-                                                           _user_name(conn))
+                                                           user_name(conn))
 
     def _check(self, rule, vhost: str, *args) -> None:
         """A channel rule (access.declare_queue, ...) with the user's rights on ``vhost``."""
@@ -149,41 +151,41 @@ class Admin:
                 if (vhost is None or v == vhost) and (user is None or u == user)]
 
     def exchanges(self, vhost: str | None = None) -> list[dict]:
-        return [_exchange_info(vh.name, ex) for vh in self._vhosts(vhost)
+        return [exchange_info(vh.name, ex) for vh in self._vhosts(vhost)
                 for ex in [vh.default_exchange, *sorted(vh.exchanges.values(),
                                                         key=lambda e: e.name)]]
 
     def exchange(self, vhost: str, name: str) -> dict:
-        return _exchange_info(vhost, self._exchange(vhost, name))
+        return exchange_info(vhost, self._exchange(vhost, name))
 
     def queues(self, vhost: str | None = None) -> list[dict]:
-        return [_queue_info(vh.name, q) for vh in self._vhosts(vhost)
+        return [queue_info(vh.name, q) for vh in self._vhosts(vhost)
                 for q in sorted(vh.queues.values(), key=lambda q: q.name)]
 
     def queue(self, vhost: str, name: str) -> dict:
-        return _queue_info(vhost, self._queue(vhost, name))
+        return queue_info(vhost, self._queue(vhost, name))
 
     def bindings(self, vhost: str | None = None) -> list[dict]:
         """The default exchange's implicit binding of every queue first, as RabbitMQ."""
         out = []
         for vh in self._vhosts(vhost):
             for q in sorted(vh.queues.values(), key=lambda q: q.name):
-                out.append(_binding_info(vh.name, "", q, q.name, {}))
+                out.append(binding_info(vh.name, "", q, q.name, {}))
             for ex in sorted(vh.exchanges.values(), key=lambda e: e.name):
                 for b in ex.bindings.values():
-                    out.append(_binding_info(vh.name, ex.name, b.destination, b.routing_key,
+                    out.append(binding_info(vh.name, ex.name, b.destination, b.routing_key,
                                              b.arguments))
         return out
 
     def connections(self) -> list[dict]:
-        return [_connection_info(c) for c in self._connections()]
+        return [connection_info(c) for c in self._connections()]
 
     def connection(self, name: str) -> dict:
-        return _connection_info(self._connection(name))
+        return connection_info(self._connection(name))
 
     def channels(self, connection: str | None = None) -> list[dict]:
         conns = self._connections() if connection is None else [self._connection(connection)]
-        return [_channel_info(conn, ch) for conn in conns
+        return [channel_info(conn, ch) for conn in conns
                 for _n, ch in sorted(conn.channels.items())]
 
     def consumers(self, vhost: str | None = None) -> list[dict]:
@@ -199,7 +201,7 @@ class Admin:
                         "priority": c.priority, "arguments": json_value(dict(c.arguments)),
                         "active": True, "activity_status": "up",
                         "queue": {"name": c.queue.name, "vhost": conn.vhost.name},
-                        "channel_details": _channel_ref(conn, ch)})
+                        "channel_details": channel_ref(conn, ch)})
         return out
 
     # ------------------------------------------------------------------ changing
@@ -269,7 +271,7 @@ class Admin:
              routing_key: str = "", arguments: dict | None = None) -> dict:
         vh, dest = self._binding_ends(vhost, source, destination, destination_type)
         vh.bind(source, dest, routing_key, dict(arguments or {}))
-        return _binding_info(vhost, source, dest, routing_key, arguments or {})
+        return binding_info(vhost, source, dest, routing_key, arguments or {})
 
     def unbind(self, vhost: str, source: str, destination: str,
                destination_type: str = "queue", routing_key: str = "",
@@ -293,9 +295,95 @@ class Admin:
         writer) and drops the socket after Close-Ok or the close timeout."""
         conn = self._connection(name)
         if self.user is not None:
-            access.close_connection(self.user, self.tags, _user_name(conn))
+            access.close_connection(self.user, self.tags, user_name(conn))
         conn.close(320, f"CONNECTION_FORCED - {reason}", 0, 0,
                    time.monotonic() if now is None else now)
+
+    # ------------------------------------------------------------------ vhosts, users
+
+    def add_vhost(self, name: str) -> bool:
+        """True when it is new (201), False when it existed (204).  Lives until the
+        broker stops: run-time vhosts are not in the store (the config file's are)."""
+        self._admin_only()
+        created = name not in self.broker.vhosts
+        self.broker.add_vhost(name)
+        return created
+
+    def delete_vhost(self, name: str, now: float | None = None) -> None:
+        self._admin_only()
+        self.broker.delete_vhost(name, time.monotonic() if now is None else now)
+
+    def put_user(self, name: str, password: str | None = None,
+                 password_hash: str | None = None, tags: tuple = ()) -> bool:
+        """Create or replace; with neither password nor hash an existing user keeps its
+        own.  True when it is new.  Until the restart, as imported users."""
+        self._admin_only()
+        old = self.broker.users.get(name)
+        if password is None and password_hash is None and old is not None:
+            password, password_hash = old.password, old.password_hash
+        self.broker.users[name] = User(name, password=password, password_hash=password_hash,
+                                       tags=tuple(tags))
+        return old is None
+
+    def delete_user(self, name: str, now: float | None = None) -> None:
+        self._admin_only()
+        self.broker.delete_user(name, time.monotonic() if now is None else now)
+
+    def set_permissions(self, vhost: str, user: str, configure: str, write: str,
+                        read: str) -> bool:
+        """True when new.  The patterns must compile (PreconditionFailed otherwise)."""
+        self._admin_only()
+        if vhost not in self.broker.vhosts:
+            raise errors.NotFound(f"no vhost '{vhost}'")
+        if user not in self.broker.users:
+            raise errors.NotFound(f"no user '{user}'")
+        for pattern in (configure, write, read):
+            try:
+                re.compile(pattern)
+            except (re.error, TypeError):
+                raise errors.PreconditionFailed(f"invalid regular expression {pattern!r}") \
+                    from None
+        created = (user, vhost) not in self.broker.permissions
+        self.broker.set_permissions(Permission(user, vhost, configure, write, read))
+        return created
+
+    def clear_permissions(self, vhost: str, user: str) -> None:
+        self._admin_only()
+        if self.broker.permissions.pop((user, vhost), None) is None:
+            raise errors.NotFound(f"no permissions for user '{user}' on vhost '{vhost}'")
+
+    # ------------------------------------------------------------------ messages
+
+    def publish(self, vhost: str, exchange: str, msg: Message) -> bool:
+        """Publish as a client would (write permission, no mandatory): whether it was
+        routed anywhere."""
+        self._check(access.publish, vhost, exchange)
+        vh, ex = self._vhost(vhost), self._exchange(vhost, exchange)
+        if ex.internal:
+            raise errors.AccessRefused(f"cannot publish to internal exchange '{exchange}' "
+                                       f"in vhost '{vhost}'")
+        ex.counters.publish_in += 1
+        route, _ticket = vh.publish(ex, msg)
+        return bool(route)
+
+    def get_messages(self, vhost: str, name: str, count: int, outcome: int | None) -> list:
+        """Basic.Get ``count`` times; then settle them all with ``outcome`` (queues.base
+        ACK, REQUEUE, REJECT; None: they were taken no-ack), as RabbitMQ's management
+        does on its own channel.  Returns [(message, redelivered, remaining)]."""
+        self._check(access.get, vhost, name)
+        vh, q = self._vhost(vhost), self._queue(vhost, name)
+        taken, out = [], []
+        for _ in range(count):
+            got = q.get(vh.clock(), outcome is None)
+            if got is None:
+                break
+            qm, remaining = got
+            taken.append(qm)
+            out.append((qm.msg, qm.redelivered, remaining))
+        if taken and outcome is not None:
+            q.settle(taken, outcome)
+            q.dispatch(vh.clock())
+        return out
 
     # ------------------------------------------------------------------ definitions
 
@@ -311,75 +399,3 @@ class Admin:
         if vhost is not None:
             self._vhost(vhost)
         definitions.apply(self.broker, defs, vhost)
-
-
-# ---------------------------------------------------------------------- shapes
-
-def connection_name(conn) -> str:
-    """RabbitMQ's: "peer host:port -> local host:port"."""
-    p, lo = conn.transport.peer, conn.transport.local
-    return f"{p[0]}:{p[1]} -> {lo[0]}:{lo[1]}"
-
-
-def _user_name(conn) -> str | None:
-    return conn.user.name if conn.user is not None else None
-
-
-def _queue_info(vhost: str, q) -> dict:
-    st = q.stats()
-    owner = q.exclusive_owner
-    return {
-        "name": q.name, "vhost": vhost, "durable": q.durable, "auto_delete": q.auto_delete,
-        "exclusive": owner is not None, "arguments": json_value(dict(q.arguments)),
-        "type": q.args.queue_type, "state": "running", "node": NODE,
-        "owner_pid_details": {"name": connection_name(owner)} if owner is not None else {},
-        "messages": st.messages + st.unacked, "messages_ready": st.messages,
-        "messages_unacknowledged": st.unacked, "message_bytes_ready": st.message_bytes,
-        "consumers": st.consumers, "message_stats": metrics.message_stats(q.counters)}
-
-
-def _exchange_info(vhost: str, ex) -> dict:
-    info = {"name": ex.name, "vhost": vhost, "type": ex.type, "durable": ex.durable,
-            "auto_delete": ex.auto_delete, "internal": ex.internal,
-            "arguments": json_value(dict(ex.arguments)),
-            "message_stats": metrics.message_stats(ex.counters)}
-    if not ex.name:
-        info["user_who_performed_action"] = "rmq-internal"
-    return info
-
-
-def _binding_info(vhost: str, source: str, dest, routing_key: str, arguments) -> dict:
-    return {"source": source, "vhost": vhost, "destination": dest.name,
-            "destination_type": "exchange" if isinstance(dest, Exchange) else "queue",
-            "routing_key": routing_key, "arguments": json_value(dict(arguments))}
-
-
-def _connection_info(conn) -> dict:
-    c, t = conn.counters, conn.transport
-    return {
-        "name": connection_name(conn), "node": NODE, "type": "network",
-        "state": "blocked" if conn.blocked else "running", "user": _user_name(conn),
-        "vhost": conn.vhost.name if conn.vhost is not None else None,
-        "peer_host": t.peer[0], "peer_port": t.peer[1], "host": t.local[0],
-        "port": t.local[1], "ssl": t.tls, "protocol": "AMQP 0-9-1",
-        "channels": len(conn.channels), "channel_max": conn.channel_max,
-        "frame_max": conn.frame_max, "timeout": conn.heartbeat,
-        "client_properties": json_value(dict(conn.client_properties)),
-        "recv_oct": c.recv_oct, "recv_oct_details": {"rate": c.rate("recv_oct")},
-        "send_oct": c.send_oct, "send_oct_details": {"rate": c.rate("send_oct")}}
-
-
-def _channel_ref(conn, ch) -> dict:
-    name = connection_name(conn)
-    return {"name": f"{name} ({ch.number})", "number": ch.number, "connection_name": name,
-            "peer_host": conn.transport.peer[0], "peer_port": conn.transport.peer[1],
-            "user": _user_name(conn)}
-
-
-def _channel_info(conn, ch) -> dict:
-    return {**_channel_ref(conn, ch), "vhost": conn.vhost.name,
-            "consumer_count": len(ch.consumers), "messages_unacknowledged": len(ch.unacked),
-            "prefetch_count": ch.prefetch_count, "global_prefetch_count": ch.global_prefetch,
-            "confirm": ch.confirms is not None, "transactional": ch.tx is not None,
-            "state": "closing" if ch.closing else "running",
-            "message_stats": metrics.message_stats(ch.counters)}

@@ -1,0 +1,210 @@
+"""Handlers of exchanges, queues and bindings: list, get, declare (PUT), delete,
+publish, purge, get messages, bind and unbind, in RabbitMQ's request and response shapes."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import urllib.parse
+
+from ..message import Message
+from ..queues.base import ACK, REJECT, REQUEUE
+from . import messages
+from .app import Context, Created, as_json, bad_request, not_found
+
+DEFAULT = "amq.default"   # how the API names the default exchange
+
+
+def _ex(name: str) -> str:
+    return "" if name == DEFAULT else name
+
+
+def _flag(ctx: Context, key: str) -> bool:
+    return (ctx.query.get(key) or [""])[-1].lower() == "true"
+
+
+def _bool(body: dict, key: str, default: bool) -> bool:
+    value = body.get(key, default)
+    if isinstance(value, str) and value in ("true", "false"):
+        return value == "true"
+    if not isinstance(value, bool):
+        raise bad_request(f"{key}: expected true or false")
+    return value
+
+
+def _arguments(body: dict) -> dict:
+    args = body.get("arguments") or {}
+    if not isinstance(args, dict):
+        raise bad_request("arguments: expected an object")
+    return args
+
+
+# ---------------------------------------------------------------------- exchanges
+
+def exchanges(ctx: Context, vhost: str | None = None) -> list:
+    return ctx.admin.exchanges(vhost)
+
+
+def exchange(ctx: Context, vhost: str, name: str) -> dict:
+    return as_json(ctx.admin.exchange(vhost, _ex(name)))
+
+
+def put_exchange(ctx: Context, vhost: str, name: str):
+    body = ctx.body()
+    vh = ctx.admin._vhost(vhost)
+    existed = _ex(name) == "" or name in vh.exchanges
+    if not isinstance(body.get("type", "direct"), str):
+        raise bad_request("type: expected a string")
+    ctx.admin.declare_exchange(vhost, name, body.get("type", "direct"),
+                               _bool(body, "durable", True), _bool(body, "auto_delete", False),
+                               _bool(body, "internal", False), _arguments(body))
+    return None if existed else Created()
+
+
+def delete_exchange(ctx: Context, vhost: str, name: str) -> None:
+    ctx.admin.delete_exchange(vhost, _ex(name), _flag(ctx, "if-unused"))
+
+
+def publish(ctx: Context, vhost: str, name: str):
+    body = ctx.body()
+    props = body.get("properties", {})
+    key = body.get("routing_key")
+    if not isinstance(props, dict) or not isinstance(key, str) or "payload" not in body:
+        raise bad_request("properties, routing_key, payload and payload_encoding are "
+                          "required")
+    try:
+        raw_props = messages.encode_properties(props)
+        data = messages.payload(body["payload"], body.get("payload_encoding", "string"))
+    except (ValueError, TypeError) as e:
+        raise bad_request(str(e)) from None
+    exchange_name = _ex(name)
+    routed = ctx.admin.publish(vhost, exchange_name, Message(exchange_name, key, raw_props,
+                                                             data))
+    return as_json({"routed": routed})
+
+
+def exchange_bindings(ctx: Context, vhost: str, name: str, direction: str) -> list:
+    ctx.admin.exchange(vhost, _ex(name))
+    field = "source" if direction == "source" else "destination"
+    return [_with_key(b) for b in ctx.admin.bindings(vhost) if b[field] == _ex(name) and
+            (field == "source" or b["destination_type"] == "exchange")]
+
+
+# ---------------------------------------------------------------------- queues
+
+def queues(ctx: Context, vhost: str | None = None) -> list:
+    return ctx.admin.queues(vhost)
+
+
+def queue(ctx: Context, vhost: str, name: str) -> dict:
+    return as_json(ctx.admin.queue(vhost, name))
+
+
+def put_queue(ctx: Context, vhost: str, name: str):
+    body = ctx.body()
+    existed = name in ctx.admin._vhost(vhost).queues
+    ctx.admin.declare_queue(vhost, name, _bool(body, "durable", True),
+                            _bool(body, "auto_delete", False), _arguments(body))
+    return None if existed else Created()
+
+
+def delete_queue(ctx: Context, vhost: str, name: str) -> None:
+    ctx.admin.delete_queue(vhost, name, _flag(ctx, "if-unused"), _flag(ctx, "if-empty"))
+
+
+def purge(ctx: Context, vhost: str, name: str) -> None:
+    ctx.admin.purge_queue(vhost, name)
+
+
+ACKMODES = {"ack_requeue_true": REQUEUE, "reject_requeue_true": REQUEUE,
+            "ack_requeue_false": None, "reject_requeue_false": REJECT}
+
+
+def get(ctx: Context, vhost: str, name: str):
+    body = ctx.body()
+    mode, encoding = body.get("ackmode"), body.get("encoding", "auto")
+    count, truncate = body.get("count", 1), body.get("truncate")
+    if mode not in ACKMODES:
+        raise bad_request(f"ackmode: expected one of {', '.join(ACKMODES)}")
+    if encoding not in ("auto", "base64"):
+        raise bad_request("encoding: expected auto or base64")
+    try:
+        count = int(count)
+        truncate = None if truncate in (None, "") else int(truncate)
+    except (TypeError, ValueError):
+        raise bad_request("count and truncate: expected integers") from None
+    got = ctx.admin.get_messages(vhost, name, max(0, count), ACKMODES[mode])
+    return as_json([messages.shown(m, red, rem, encoding, truncate) for m, red, rem in got])
+
+
+def queue_bindings(ctx: Context, vhost: str, name: str) -> list:
+    ctx.admin.queue(vhost, name)
+    return [_with_key(b) for b in ctx.admin.bindings(vhost)
+            if b["destination"] == name and b["destination_type"] == "queue"]
+
+
+# ---------------------------------------------------------------------- bindings
+
+def properties_key(routing_key: str, arguments: dict) -> str:
+    """Names one binding in a URL: the routing key, and a digest of the arguments when
+    there are any (RabbitMQ appends its own term hash: ours differs, so a key is only
+    meaningful to the broker that gave it)."""
+    if not arguments:
+        return routing_key or "~"
+    digest = hashlib.sha256(json.dumps(arguments, sort_keys=True).encode()).digest()[:6]
+    return f"{routing_key}~{base64.urlsafe_b64encode(digest).decode().rstrip('=')}"
+
+
+def _with_key(b: dict) -> dict:
+    return {**b, "properties_key": properties_key(b["routing_key"], b["arguments"])}
+
+
+def bindings(ctx: Context, vhost: str | None = None) -> list:
+    return [_with_key(b) for b in ctx.admin.bindings(vhost)]
+
+
+_KIND = {"q": "queue", "e": "exchange"}
+
+
+def _between(ctx: Context, vhost: str, source: str, kind: str, dest: str) -> list:
+    ctx.admin.exchange(vhost, _ex(source))
+    if kind not in _KIND:
+        raise not_found()
+    if kind == "q":
+        ctx.admin.queue(vhost, dest)
+    else:
+        ctx.admin.exchange(vhost, _ex(dest))
+    return [_with_key(b) for b in ctx.admin.bindings(vhost) if b["source"] == _ex(source)
+            and b["destination"] == _ex(dest) and b["destination_type"] == _KIND[kind]]
+
+
+def between(ctx: Context, vhost: str, source: str, kind: str, dest: str) -> list:
+    return _between(ctx, vhost, source, kind, dest)
+
+
+def bind(ctx: Context, vhost: str, source: str, kind: str, dest: str):
+    body = ctx.body()
+    _between(ctx, vhost, source, kind, dest)
+    key, args = body.get("routing_key", ""), _arguments(body)
+    if not isinstance(key, str):
+        raise bad_request("routing_key: expected a string")
+    ctx.admin.bind(vhost, _ex(source), dest, _KIND[kind], key, args)
+    return Created(f"{urllib.parse.quote(dest, safe='')}/"
+                   f"{urllib.parse.quote(properties_key(key, args), safe='~')}")
+
+
+def _one(ctx, vhost, source, kind, dest, props) -> dict:
+    for b in _between(ctx, vhost, source, kind, dest):
+        if b["properties_key"] == props:
+            return b
+    raise not_found()
+
+
+def binding(ctx: Context, vhost: str, source: str, kind: str, dest: str, props: str):
+    return as_json(_one(ctx, vhost, source, kind, dest, props))
+
+
+def unbind(ctx: Context, vhost: str, source: str, kind: str, dest: str, props: str) -> None:
+    b = _one(ctx, vhost, source, kind, dest, props)
+    ctx.admin.unbind(vhost, b["source"], dest, _KIND[kind], b["routing_key"],
+                     b["arguments"])
