@@ -47,7 +47,7 @@ def start_amqpbroker(*args: str, timeout: float = 20.0,
     if data_dir is None:
         data_dir = tempfile.mkdtemp(prefix="amqpbroker-test-")
     cmd = [sys.executable, "-m", "amqpbroker", "serve", "--port", "0", "--data-dir", data_dir,
-           *args]
+           *([] if "--management-port" in args else ["--management-port", "0"]), *args]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     deadline = time.monotonic() + timeout
     seen = []

@@ -1,0 +1,288 @@
+"""The management HTTP API's edge with real HTTP bytes: a broker in the test process
+(``testing.InProcessBroker``, management on a free port) and the standard library's
+``http.client`` or raw sockets for what a client library would refuse to send."""
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import socket
+
+import pytest
+
+from amqpbroker import __main__ as cli
+from amqpbroker import config
+from amqpbroker.http import listing
+from amqpbroker.testing import InProcessBroker
+
+pytestmark = pytest.mark.timeout(60)
+
+GUEST = "Basic " + base64.b64encode(b"guest:guest").decode()
+
+
+@pytest.fixture(scope="module")
+def broker():
+    b = InProcessBroker({"management": {}}).start()
+    yield b
+    b.stop()
+
+
+def port_of(broker) -> int:
+    return int(broker.management_url.rsplit(":", 1)[1].strip("/"))
+
+
+def call(broker, method, path, body=None, auth=GUEST, headers=None, conn=None):
+    c = conn or http.client.HTTPConnection("127.0.0.1", port_of(broker), timeout=10)
+    hdrs = dict(headers or {})
+    if auth:
+        hdrs["Authorization"] = auth
+    data = None if body is None else (body if isinstance(body, bytes) else
+                                      json.dumps(body).encode())
+    if data is not None:
+        hdrs.setdefault("Content-Type", "application/json")
+    c.request(method, path, body=data, headers=hdrs)
+    r = c.getresponse()
+    raw = r.read()
+    doc = json.loads(raw) if raw and r.getheader("content-type") == "application/json" else raw
+    return r.status, doc, r
+
+
+def raw_exchange(broker, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port_of(broker)), timeout=10) as s:
+        s.sendall(data)
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+
+
+def auth(user, pw) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
+
+
+# ---------------------------------------------------------------------- the edge
+
+def test_overview_and_whoami(broker):
+    status, doc, r = call(broker, "GET", "/api/overview")
+    assert status == 200 and r.getheader("cache-control") == "no-cache"
+    assert {"product_version", "rabbitmq_version", "node", "queue_totals", "object_totals",
+            "message_stats", "listeners", "cluster_name"} <= set(doc)
+    assert any(lst["protocol"] == "amqp" and lst["port"] == broker.port
+               for lst in doc["listeners"])
+    assert call(broker, "GET", "/api/whoami")[1] == {"name": "guest", "tags": ["administrator"]}
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(broker):
+    c = http.client.HTTPConnection("127.0.0.1", port_of(broker), timeout=10)
+    for _ in range(3):
+        assert call(broker, "GET", "/api/whoami", conn=c)[0] == 200
+    c.close()
+
+
+def test_no_credentials_wrong_password_and_no_management_tag(broker):
+    status, body, r = call(broker, "GET", "/api/overview", auth=None)
+    assert (status, body) == (401, b"")
+    assert r.getheader("www-authenticate") == 'Basic realm="RabbitMQ Management"'
+    status, doc, r = call(broker, "GET", "/api/overview", auth=auth("guest", "nope"))
+    assert (status, doc) == (401, {"error": "not_authorized", "reason": "Login failed"})
+    assert r.getheader("www-authenticate")
+    broker.call(broker.server.broker.add_user, "plain-user", "pw")
+    status, doc, r = call(broker, "GET", "/api/overview", auth=auth("plain-user", "pw"))
+    assert (status, doc) == (401, {"error": "not_authorised", "reason": "Not management user"})
+
+
+def test_tags_and_vhost_access(broker):
+    b = broker.server.broker
+    broker.call(b.add_user, "mgmt-user", "pw", ("management",))
+    who = auth("mgmt-user", "pw")
+    assert call(broker, "GET", "/api/users", auth=who)[1] == {
+        "error": "not_authorised", "reason": "Not administrator user"}
+    assert call(broker, "GET", "/api/queues/%2F", auth=who)[:2] == (401, {
+        "error": "not_authorised", "reason": "User not authorised to access virtual host"})
+    assert call(broker, "GET", "/api/vhosts", auth=who)[1] == []   # sees none of them
+    assert call(broker, "GET", "/api/nodes", auth=who)[0] == 401
+
+
+def test_not_found_method_not_allowed_and_bad_json(broker):
+    assert call(broker, "GET", "/api/nope")[:2] == (404, {"error": "Object Not Found",
+                                                          "reason": "Not Found"})
+    assert call(broker, "GET", "/api/queues/%2F/no-such-queue")[0] == 404
+    status, _, r = call(broker, "POST", "/api/overview")
+    assert status == 405 and "GET" in r.getheader("allow")
+    assert call(broker, "PUT", "/api/queues/%2F/q-bad", body=b"{bad")[:2] == (
+        400, {"error": "bad_request", "reason": "not_json"})
+
+
+def test_a_malformed_request_gets_400_and_its_connection_closed(broker):
+    out = raw_exchange(broker, b"NOT HTTP AT ALL\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400 ")
+    out = raw_exchange(broker, b"GET /api/whoami HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n"
+                               b"\r\n")
+    assert out.startswith(b"HTTP/1.1 400 ")
+    # the broker goes on: HTTP and AMQP both answer
+    assert call(broker, "GET", "/api/whoami")[0] == 200
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as s:
+        s.sendall(b"AMQP\x00\x00\x09\x01")
+        assert s.recv(7)[:1] == b"\x01"   # a method frame: Connection.Start
+
+
+def test_a_body_above_the_limit_gets_413(broker):
+    out = raw_exchange(broker, b"PUT /api/queues/%2F/big HTTP/1.1\r\nHost: x\r\n"
+                               b"Authorization: " + GUEST.encode() + b"\r\n"
+                               b"Content-Length: 999999999\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 413 ")
+
+
+def test_a_header_block_above_the_limit_is_refused(broker):
+    out = raw_exchange(broker, b"GET /api/whoami HTTP/1.1\r\nX-Big: " + b"a" * 70000 +
+                       b"\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 4")
+
+
+# ---------------------------------------------------------------------- resources
+
+def test_queue_lifecycle_publish_get_purge_delete(broker):
+    q = "/api/queues/%2F/http-q1"
+    assert call(broker, "PUT", q, {"durable": False})[0] == 201
+    assert call(broker, "PUT", q, {"durable": False})[0] == 204
+    status, doc, _ = call(broker, "PUT", q, {"durable": True})
+    assert status == 400 and doc["error"] == "bad_request" and "durable" in doc["reason"]
+    pub = {"properties": {"headers": {"a": 1}, "delivery_mode": 1}, "routing_key": "http-q1",
+           "payload": "hello", "payload_encoding": "string"}
+    assert call(broker, "POST", "/api/exchanges/%2F/amq.default/publish", pub)[1] == {
+        "routed": True}
+    assert call(broker, "POST", "/api/exchanges/%2F/amq.default/publish",
+                {**pub, "routing_key": "nowhere"})[1] == {"routed": False}
+    got = call(broker, "POST", f"{q}/get", {"count": 5, "ackmode": "ack_requeue_true",
+                                            "encoding": "auto"})[1]
+    assert got == [{"payload_bytes": 5, "redelivered": False, "exchange": "",
+                    "routing_key": "http-q1", "message_count": 0,
+                    "properties": {"headers": {"a": 1}, "delivery_mode": 1},
+                    "payload": "hello", "payload_encoding": "string"}]
+    got = call(broker, "POST", f"{q}/get", {"count": 1, "ackmode": "ack_requeue_true",
+                                            "encoding": "base64", "truncate": 2})[1]
+    assert got[0]["redelivered"] is True and got[0]["payload"] == "aGU="
+    assert call(broker, "GET", q)[1]["messages"] == 1
+    assert call(broker, "DELETE", f"{q}/contents")[0] == 204
+    assert call(broker, "GET", q)[1]["messages"] == 0
+    assert call(broker, "DELETE", q)[0] == 204
+    assert call(broker, "DELETE", q)[0] == 404
+
+
+def test_exchange_declare_bind_and_unbind(broker):
+    assert call(broker, "PUT", "/api/exchanges/%2F/http-x", {"type": "topic"})[0] == 201
+    assert call(broker, "GET", "/api/exchanges/%2F/http-x")[1]["type"] == "topic"
+    call(broker, "PUT", "/api/queues/%2F/http-bq", {"durable": False})
+    status, _, r = call(broker, "POST", "/api/bindings/%2F/e/http-x/q/http-bq",
+                        {"routing_key": "a.#", "arguments": {}})
+    assert status == 201 and r.getheader("location") == "http-bq/a.%23"
+    found = call(broker, "GET", "/api/bindings/%2F/e/http-x/q/http-bq")[1]
+    assert [(b["routing_key"], b["properties_key"]) for b in found] == [("a.#", "a.#")]
+    assert call(broker, "GET", "/api/bindings/%2F/e/http-x/q/http-bq/a.%23")[0] == 200
+    assert call(broker, "DELETE", "/api/bindings/%2F/e/http-x/q/http-bq/a.%23")[0] == 204
+    assert call(broker, "GET", "/api/bindings/%2F/e/http-x/q/http-bq")[1] == []
+    assert call(broker, "DELETE", "/api/exchanges/%2F/http-x")[0] == 204
+    call(broker, "DELETE", "/api/queues/%2F/http-bq")
+
+
+def test_vhosts_users_and_permissions(broker):
+    assert call(broker, "PUT", "/api/vhosts/http-vh")[0] == 201
+    assert call(broker, "PUT", "/api/vhosts/http-vh")[0] == 204
+    assert call(broker, "PUT", "/api/users/http-u", {"password": "s3", "tags": "management"}
+                )[0] == 201
+    assert call(broker, "PUT", "/api/permissions/http-vh/http-u",
+                {"configure": ".*", "write": ".*", "read": ".*"})[0] == 201
+    who = auth("http-u", "s3")
+    assert call(broker, "GET", "/api/whoami", auth=who)[1] == {"name": "http-u",
+                                                              "tags": ["management"]}
+    assert [v["name"] for v in call(broker, "GET", "/api/vhosts", auth=who)[1]] == ["http-vh"]
+    assert call(broker, "PUT", "/api/queues/http-vh/mine", {}, auth=who)[0] == 201
+    assert call(broker, "GET", "/api/permissions/http-vh/http-u")[1] == {
+        "user": "http-u", "vhost": "http-vh", "configure": ".*", "write": ".*", "read": ".*"}
+    assert call(broker, "PUT", "/api/permissions/http-vh/http-u", {"configure": ".*"}
+                )[0] == 400
+    assert call(broker, "DELETE", "/api/permissions/http-vh/http-u")[0] == 204
+    assert call(broker, "DELETE", "/api/users/http-u")[0] == 204
+    assert call(broker, "GET", "/api/whoami", auth=who)[0] == 401
+    assert call(broker, "DELETE", "/api/vhosts/http-vh")[0] == 204
+    assert call(broker, "GET", "/api/vhosts/http-vh")[0] == 404
+
+
+def test_list_parameters(broker):
+    for n in ("lp-b", "lp-a", "lp-c"):
+        call(broker, "PUT", f"/api/queues/%2F/{n}", {"durable": False})
+    doc = call(broker, "GET", "/api/queues/%2F?page=1&page_size=2&name=lp-&sort=name"
+                              "&sort_reverse=true&columns=name,durable")[1]
+    assert doc["items"] == [{"name": "lp-c", "durable": False},
+                            {"name": "lp-b", "durable": False}]
+    assert {k: doc[k] for k in ("filtered_count", "item_count", "page", "page_count",
+                                "page_size")} == {"filtered_count": 3, "item_count": 2,
+                                                  "page": 1, "page_count": 2, "page_size": 2}
+    status, doc, _ = call(broker, "GET", "/api/queues/%2F?page=9&page_size=2&name=lp-")
+    assert status == 400 and doc["error"] == "page_out_of_range"
+    doc = call(broker, "GET", "/api/queues/%2F?page=1&name=%5Elp-%5Bab%5D&use_regex=true"
+                              "&columns=name")[1]
+    assert doc["items"] == [{"name": "lp-a"}, {"name": "lp-b"}]
+    for n in ("lp-b", "lp-a", "lp-c"):
+        call(broker, "DELETE", f"/api/queues/%2F/{n}")
+
+
+def test_definitions_health_and_aliveness(broker):
+    defs = call(broker, "GET", "/api/definitions")[1]
+    assert {"rabbit_version", "users", "vhosts", "permissions", "queues", "exchanges",
+            "bindings"} <= set(defs)
+    assert call(broker, "GET", "/api/health/checks/alarms")[1] == {"status": "ok"}
+    assert call(broker, "GET", "/api/aliveness-test/%2F")[1] == {"status": "ok"}
+
+
+def test_listing_errors_directly():
+    with pytest.raises(Exception) as e:
+        listing.apply([], {"page": ["x"]})
+    assert e.value.reason == "Pagination parameters are invalid"
+    with pytest.raises(Exception) as e:
+        listing.apply([], {"page": ["1"], "page_size": ["501"]})
+    assert e.value.error == "invalid_pagination_parameters"
+    assert listing.apply([{"name": "a", "x": 1}], {"columns": ["x"]}) == [{"x": 1}]
+
+
+# ---------------------------------------------------------------------- config and start
+
+def test_management_config_keys():
+    cfg = config.from_dict({"management": {"port": None}})
+    assert cfg.management.port is None and cfg.management.hosts == ("127.0.0.1", "::1")
+    with pytest.raises(config.ConfigError, match=r"^management.port: expected an integer"):
+        config.from_dict({"management": {"port": 70000}})
+    with pytest.raises(config.ConfigError, match=r"^management.tls.verify: expected one of"):
+        config.from_dict({"management": {"tls": {"certfile": "c", "keyfile": "k",
+                                                 "verify": "maybe"}}})
+    assert config.from_dict({"management": {"tls": {"certfile": "c", "keyfile": "k"}}}) \
+        .management.tls.port == 15671
+
+
+def test_a_management_port_in_use_stops_the_start(tmp_path, capsys):
+    """As listen.port: one line naming the key (the flag when it came from one)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        f = tmp_path / "b.yaml"
+        f.write_text(f"management: {{hosts: [127.0.0.1], port: {port}}}\n"
+                     f"storage: {{backend: memory}}\n")
+        assert cli.main(["serve", "--port", "0", "--host", "127.0.0.1", "--config",
+                         str(f)]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"amqpbroker: {f}: management.port: cannot listen on 127.0.0.1:{port}: "
+            f"Address already in use")
+        assert cli.main(["serve", "--port", "0", "--host", "127.0.0.1", "--config", str(f),
+                         "--management-port", str(port)]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"amqpbroker: --management-port: cannot listen on 127.0.0.1:{port}: "
+            f"Address already in use")
+
+
+def test_the_management_port_flag_is_checked(capsys):
+    assert cli.main(["serve", "--management-port", "nope"]) == 2
+    assert capsys.readouterr().err.strip() == \
+        "amqpbroker: --management-port: expected 0..65535 or off, got 'nope'"
