@@ -177,9 +177,10 @@ def test_exchange_declare_bind_and_unbind(broker):
     call(broker, "PUT", "/api/queues/%2F/http-bq", {"durable": False})
     status, _, r = call(broker, "POST", "/api/bindings/%2F/e/http-x/q/http-bq",
                         {"routing_key": "a.#", "arguments": {}})
-    assert status == 201 and r.getheader("location") == "http-bq/a.%23"
+    assert status == 201 and r.getheader("location") == "http-bq/a.%2523"
     found = call(broker, "GET", "/api/bindings/%2F/e/http-x/q/http-bq")[1]
-    assert [(b["routing_key"], b["properties_key"]) for b in found] == [("a.#", "a.#")]
+    assert [(b["routing_key"], b["properties_key"]) for b in found] == [("a.#", "a.%23")]
+    assert call(broker, "GET", "/api/bindings/%2F/e/http-x/q/http-bq/a.%2523")[0] == 200
     assert call(broker, "GET", "/api/bindings/%2F/e/http-x/q/http-bq/a.%23")[0] == 200
     assert call(broker, "DELETE", "/api/bindings/%2F/e/http-x/q/http-bq/a.%23")[0] == 204
     assert call(broker, "GET", "/api/bindings/%2F/e/http-x/q/http-bq")[1] == []

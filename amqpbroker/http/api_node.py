@@ -67,8 +67,12 @@ def vhost(ctx: Context, vhost: str) -> dict:
 
 
 def put_vhost(ctx: Context, vhost: str):
+    """As RabbitMQ, whoever creates a vhost gets every permission on it."""
     ctx.body()
-    return Created() if ctx.admin.add_vhost(vhost) else None
+    if not ctx.admin.add_vhost(vhost):
+        return None
+    ctx.admin.set_permissions(vhost, ctx.user.name, ".*", ".*", ".*")
+    return Created()
 
 
 def delete_vhost(ctx: Context, vhost: str) -> None:

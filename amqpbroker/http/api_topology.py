@@ -146,13 +146,15 @@ def queue_bindings(ctx: Context, vhost: str, name: str) -> list:
 # ---------------------------------------------------------------------- bindings
 
 def properties_key(routing_key: str, arguments: dict) -> str:
-    """Names one binding in a URL: the routing key, and a digest of the arguments when
-    there are any (RabbitMQ appends its own term hash: ours differs, so a key is only
-    meaningful to the broker that gave it)."""
+    """Names one binding in a URL, as RabbitMQ: the routing key form-encoded ("a.*" is
+    "a.%2A", "" is "~"), and a digest of the arguments when there are any (RabbitMQ
+    appends its own Erlang term hash: ours differs, so such a key is only meaningful to
+    the broker that gave it)."""
+    key = urllib.parse.quote_plus(routing_key)
     if not arguments:
-        return routing_key or "~"
+        return key or "~"
     digest = hashlib.sha256(json.dumps(arguments, sort_keys=True).encode()).digest()[:6]
-    return f"{routing_key}~{base64.urlsafe_b64encode(digest).decode().rstrip('=')}"
+    return f"{key}~{base64.urlsafe_b64encode(digest).decode().rstrip('=')}"
 
 
 def _with_key(b: dict) -> dict:
@@ -190,12 +192,15 @@ def bind(ctx: Context, vhost: str, source: str, kind: str, dest: str):
         raise bad_request("routing_key: expected a string")
     ctx.admin.bind(vhost, _ex(source), dest, _KIND[kind], key, args)
     return Created(f"{urllib.parse.quote(dest, safe='')}/"
-                   f"{urllib.parse.quote(properties_key(key, args), safe='~')}")
+                   f"{urllib.parse.quote(properties_key(key, args), safe='~+')}")
 
 
 def _one(ctx, vhost, source, kind, dest, props) -> dict:
+    """``props`` as the URL gave it, decoded once: the key itself (what Location holds,
+    encoded again) or the routing key it encodes (``a.%2A`` in the URL)."""
     for b in _between(ctx, vhost, source, kind, dest):
-        if b["properties_key"] == props:
+        key = b["properties_key"]
+        if props in (key, urllib.parse.unquote_plus(key)):
             return b
     raise not_found()
 
