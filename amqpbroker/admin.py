@@ -316,7 +316,8 @@ class Admin:
     def put_user(self, name: str, password: str | None = None,
                  password_hash: str | None = None, tags: tuple = ()) -> bool:
         """Create or replace; with neither password nor hash an existing user keeps its
-        own.  True when it is new.  Until the restart, as imported users."""
+        own (a new one has none: it cannot log in with a password).  True when it is
+        new.  Until the restart, as imported users."""
         self._admin_only()
         old = self.broker.users.get(name)
         if password is None and password_hash is None and old is not None:

@@ -161,6 +161,9 @@ def test_vhost_user_permission_lifecycle(api, broker):
         assert status == 401 and doc["error"] == "not_authorised"
         assert api.call("PUT", f"/api/permissions/{vhost}/{user}", {"configure": ".*"}
                         )[0] == 400
+        assert api.call("PUT", f"/api/permissions/{vhost}/{broker.name('nobody')}", perm
+                        )[:2] == (400, {"error": "bad_request",
+                                        "reason": "vhost_or_user_not_found"})
         assert api.call("DELETE", f"/api/permissions/{vhost}/{user}")[0] == 204
         assert api.get(f"/api/permissions/{vhost}/{user}")[0] == 404
     finally:
@@ -214,8 +217,49 @@ def test_queue_put_publish_get_purge_delete(api, broker):
                                                       "encoding": "auto"})
     # RabbitMQ 3.10 crashes on an unknown ackmode (500); we say what is wrong
     assert status == (500 if broker.kind == "rabbitmq" else 400)
+    api.call("POST", "/api/exchanges/%2F/amq.default/publish", pub)
+    assert api.call("DELETE", f"{path}?if-empty=true")[:2] == (400, {
+        "error": "bad_request", "reason": f"queue '{name}' in vhost '/' not empty"})
     assert api.call("DELETE", path)[0] == 204
     assert api.call("DELETE", path)[0] == 404
+
+
+def test_exchange_errors(api, broker):
+    missing = broker.name("nox")
+    pub = {"properties": {}, "routing_key": "k", "payload": "x", "payload_encoding": "string"}
+    assert api.call("POST", f"/api/exchanges/%2F/{missing}/publish", pub)[:2] == (400, {
+        "error": "bad_request", "reason": f"404 NOT_FOUND - no exchange '{missing}' in "
+                                          f"vhost '/'"})
+    status, doc, _ = api.call("POST", "/api/exchanges/%2F/amq.direct/publish",
+                              {"routing_key": "k"})
+    assert status == 400 and doc["error"] == "bad_request"
+    assert api.call("PUT", f"/api/exchanges/%2F/{missing}", {"type": "zzz"})[:2] == (400, {
+        "error": "bad_request", "reason": "unknown exchange type 'zzz'"})
+    for name in ("amq.default", "amq.direct"):
+        assert api.call("DELETE", f"/api/exchanges/%2F/{name}")[:2] == (401, {
+            "error": "not_authorised", "reason": "Access refused."})
+    name = broker.name("x-default-type")
+    assert api.call("PUT", f"/api/exchanges/%2F/{name}", {})[0] == 201
+    try:
+        assert api.get(f"/api/exchanges/%2F/{name}")[1]["type"] == "direct"
+    finally:
+        api.call("DELETE", f"/api/exchanges/%2F/{name}")
+    assert api.call("DELETE", "/api/connections/" + q("1.2.3.4:5 -> 6.7.8.9:10"))[0] == 404
+    assert api.call("DELETE", "/api/vhosts/" + broker.name("novh"))[0] == 404
+
+
+def test_a_user_without_a_password(api, broker):
+    user = broker.name("nopw")
+    assert api.call("PUT", f"/api/users/{user}", {"tags": ""})[0] == 201
+    try:
+        assert api.as_user(user, "").get("/api/whoami")[0] == 401
+    finally:
+        assert api.call("DELETE", f"/api/users/{user}")[0] == 204
+
+
+def test_head(api):
+    status, body, hdrs = api.call("HEAD", "/api/overview")
+    assert status == 200 and body == b"" and int(hdrs["content-length"]) > 0
 
 
 def test_exchange_declare_publish_bindings(api, broker):

@@ -114,8 +114,6 @@ def put_user(ctx: Context, name: str):
             raise bad_request("password_hash: expected base64 of a salt and a SHA-256 digest")
     elif password is not None and not isinstance(password, str):
         raise bad_request("password: expected a string")
-    if password is None and password_hash is None and name not in ctx.broker.users:
-        raise bad_request("password or password_hash must be set")
     created = ctx.admin.put_user(name, password, password_hash or None, tuple(tags))
     return Created() if created else None
 
@@ -156,7 +154,7 @@ def put_permission(ctx: Context, vhost: str, user: str):
     if missing:
         raise bad_request(f"[{', '.join(missing)}] are required")
     if vhost not in ctx.broker.vhosts or user not in ctx.broker.users:
-        raise not_found()
+        raise bad_request("vhost_or_user_not_found")
     created = ctx.admin.set_permissions(vhost, user, body["configure"], body["write"],
                                         body["read"])
     return Created() if created else None

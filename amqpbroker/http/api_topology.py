@@ -7,6 +7,7 @@ import hashlib
 import json
 import urllib.parse
 
+from .. import errors
 from ..message import Message
 from ..queues.base import ACK, REJECT, REQUEUE
 from . import messages
@@ -78,8 +79,11 @@ def publish(ctx: Context, vhost: str, name: str):
     except (ValueError, TypeError) as e:
         raise bad_request(str(e)) from None
     exchange_name = _ex(name)
-    routed = ctx.admin.publish(vhost, exchange_name, Message(exchange_name, key, raw_props,
-                                                             data))
+    try:
+        routed = ctx.admin.publish(vhost, exchange_name, Message(exchange_name, key,
+                                                                 raw_props, data))
+    except errors.NotFound as e:  # RabbitMQ publishes on a channel: its close, in a 400
+        raise bad_request(f"{e.code} {e.reply_text}") from None
     return as_json({"routed": routed})
 
 

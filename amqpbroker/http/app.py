@@ -172,7 +172,10 @@ def _from_amqp(e: errors.AMQPError) -> HTTPError:
     if isinstance(e, errors.NotFound):
         return not_found()
     if isinstance(e, (errors.AccessRefused, errors.AccessRefusedHard)):
-        return HTTPError(401, "not_authorised", e.explanation or "Access refused.")
+        # a tag rule names the tag; a vhost rule (a permission, the default exchange) is
+        # RabbitMQ's one text
+        reason = e.explanation if e.explanation.startswith("Not ") else "Access refused."
+        return HTTPError(401, "not_authorised", reason)
     return bad_request(e.explanation or e.name)
 
 
