@@ -63,6 +63,10 @@ class Admin:
             raise errors.NotFound(f"no vhost '{name}'")
         return vh
 
+    def find_vhost(self, name: str):
+        """The VirtualHost, when the user sees it (else NotFound): for existence tests."""
+        return self._vhost(name)
+
     def _vhosts(self, vhost: str | None) -> list:
         if vhost is not None:
             return [self._vhost(vhost)]

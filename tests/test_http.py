@@ -287,3 +287,34 @@ def test_the_management_port_flag_is_checked(capsys):
     assert cli.main(["serve", "--management-port", "nope"]) == 2
     assert capsys.readouterr().err.strip() == \
         "amqpbroker: --management-port: expected 0..65535 or off, got 'nope'"
+
+
+def test_https_with_management_tls(tmp_path):
+    """management.tls: listen.tls's keys, the same TLS listener code, HTTPS answers."""
+    import ssl
+
+    from .tlscerts import CA
+    ca = CA(tmp_path)
+    certfile, keyfile = ca.issue("server", "localhost", server=True)
+    b = InProcessBroker({"management": {"tls": {"certfile": certfile, "keyfile": keyfile,
+                                                "port": 0}}}).start()
+    try:
+        ((_host, port),) = b.server.ports_of["management.tls.port"]
+        ctx = ssl.create_default_context(cafile=str(ca.path))
+        c = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=10)
+        c.request("GET", "/api/whoami", headers={"Authorization": GUEST})
+        r = c.getresponse()
+        assert (r.status, json.loads(r.read())) == (200, {"name": "guest",
+                                                          "tags": ["administrator"]})
+        c.close()
+    finally:
+        b.stop()
+
+
+def test_a_management_certificate_that_cannot_be_read_stops_the_start(tmp_path):
+    b = InProcessBroker({"management": {"tls": {"certfile": str(tmp_path / "none.pem"),
+                                                "keyfile": str(tmp_path / "none.key"),
+                                                "port": 0}}})
+    with pytest.raises(config.StartError) as e:
+        b.start()
+    assert e.value.key == "management.tls.certfile"

@@ -80,7 +80,7 @@ def delete_vhost(ctx: Context, vhost: str) -> None:
 
 
 def vhost_permissions(ctx: Context, vhost: str) -> list:
-    ctx.admin._vhost(vhost)
+    ctx.admin.find_vhost(vhost)
     return ctx.admin.permissions(vhost=vhost)
 
 
@@ -171,7 +171,7 @@ def connections(ctx: Context) -> list:
 
 
 def vhost_connections(ctx: Context, vhost: str) -> list:
-    ctx.admin._vhost(vhost)
+    ctx.admin.find_vhost(vhost)
     return [c for c in ctx.admin.connections() if c["vhost"] == vhost]
 
 
@@ -201,7 +201,7 @@ def channel(ctx: Context, name: str) -> dict:
 
 def consumers(ctx: Context, vhost: str | None = None) -> list:
     if vhost is not None:
-        ctx.admin._vhost(vhost)
+        ctx.admin.find_vhost(vhost)
     return ctx.admin.consumers(vhost)
 
 

@@ -52,7 +52,7 @@ def exchange(ctx: Context, vhost: str, name: str) -> dict:
 
 def put_exchange(ctx: Context, vhost: str, name: str):
     body = ctx.body()
-    vh = ctx.admin._vhost(vhost)
+    vh = ctx.admin.find_vhost(vhost)
     existed = _ex(name) == "" or name in vh.exchanges
     if not isinstance(body.get("type", "direct"), str):
         raise bad_request("type: expected a string")
@@ -106,7 +106,7 @@ def queue(ctx: Context, vhost: str, name: str) -> dict:
 
 def put_queue(ctx: Context, vhost: str, name: str):
     body = ctx.body()
-    existed = name in ctx.admin._vhost(vhost).queues
+    existed = name in ctx.admin.find_vhost(vhost).queues
     ctx.admin.declare_queue(vhost, name, _bool(body, "durable", True),
                             _bool(body, "auto_delete", False), _arguments(body))
     return None if existed else Created()
