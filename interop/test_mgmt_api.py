@@ -156,6 +156,11 @@ def test_vhost_user_permission_lifecycle(api, broker):
             == sorted(["guest", user])
         who = api.as_user(user, "s3cret")
         assert [v["name"] for v in who.get("/api/vhosts")[1]] == [vhost]
+        assert who.get(f"/api/vhosts/{vhost}")[:2] == (401, {
+            "error": "not_authorised", "reason": "Not administrator user"})
+        assert sorted(e["name"] for e in who.get(f"/api/exchanges/{vhost}")[1]) == [
+            "", "amq.direct", "amq.fanout", "amq.headers", "amq.match",
+            "amq.rabbitmq.trace", "amq.topic"]
         assert who.call("PUT", f"/api/queues/{vhost}/mine-q", {"durable": False})[0] == 201
         assert who.call("PUT", f"/api/queues/{vhost}/other-q", {"durable": False})[:2] == (
             401, {"error": "not_authorised", "reason": "Access refused."})

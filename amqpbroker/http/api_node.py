@@ -63,6 +63,7 @@ def vhosts(ctx: Context) -> list:
 
 
 def vhost(ctx: Context, vhost: str) -> dict:
+    admin_only(ctx)   # RabbitMQ 3.10: one vhost is for administrators, the list for all
     return as_json(ctx.admin.vhost(vhost))
 
 
