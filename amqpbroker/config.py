@@ -187,6 +187,9 @@ _CHECKS.update({"management." + k[len("listen."):]: v for k, v in list(_CHECKS.i
                 if k.startswith("listen.tls.")})
 
 
+check_arguments = _check_table  # (table, path): what definitions and the HTTP API take
+
+
 def _type_name(tp: typing.Any) -> str:
     return {int: "an integer", str: "a string", bool: "a boolean",
             float: "a number"}.get(tp, str(tp))

@@ -401,3 +401,26 @@ def test_definitions_round_trip(api, broker):
             set(full)
     finally:
         api.call("DELETE", f"/api/queues/%2F/{name}")
+
+
+def test_queue_counts_follow_the_queue(api, broker):
+    """Depths and consumers as a client sees them (RabbitMQ's lag: polled)."""
+    name = broker.name("mgmt-depth")
+    path = f"/api/queues/%2F/{name}"
+    api.call("PUT", path, {"durable": False})
+    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+    try:
+        ch = conn.channel()
+        for i in range(3):
+            ch.basic_publish("", name, f"m{i}".encode())
+        ch.basic_qos(prefetch_count=1)
+        ch.basic_consume(name, lambda *a: None)
+        conn.process_data_events(0.3)
+        want = {"messages": 3, "messages_ready": 2, "messages_unacknowledged": 1,
+                "consumers": 1}
+        info = api.until(path, lambda d: all(d.get(k) == v for k, v in want.items()))
+        assert {"message_stats", "state", "node", "type"} <= set(info)
+        assert info["type"] == "classic" and info["state"] == "running"
+    finally:
+        conn.close()
+        api.call("DELETE", path)

@@ -318,3 +318,37 @@ def test_a_management_certificate_that_cannot_be_read_stops_the_start(tmp_path):
     with pytest.raises(config.StartError) as e:
         b.start()
     assert e.value.key == "management.tls.certfile"
+
+
+@pytest.mark.parametrize("path,body,reason", [
+    ("/api/queues/%2F/big-arg", {"arguments": {"x-max-length": 1 << 70}},
+     f"arguments.x-max-length: expected a 64-bit signed integer, got {1 << 70}"),
+    ("/api/queues/%2F/" + "q" * 300, {}, "queue should be less than 255 bytes, actually was "
+                                         "300\n"),
+    ("/api/exchanges/%2F/" + "x" * 256, {"type": "direct"},
+     "exchange should be less than 255 bytes, actually was 256\n"),
+])
+def test_declarations_the_wire_could_not_carry_are_400(broker, path, body, reason):
+    assert call(broker, "PUT", path, body)[:2] == (400, {"error": "bad_request",
+                                                         "reason": reason})
+
+
+@pytest.mark.parametrize("change,reason", [
+    ({"properties": {"priority": 300}}, "property 'priority': expected an integer 0..255"),
+    ({"properties": {"timestamp": -1}},
+     "property 'timestamp': expected an integer 0..18446744073709551615"),
+    ({"properties": {"headers": {"a": 1 << 70}}},
+     f"properties.headers.a: expected a 64-bit signed integer, got {1 << 70}"),
+    ({"properties": {"bogus": 1}}, "unknown property 'bogus'"),
+    ({"routing_key": "k" * 256}, "routing_key: expected at most 255 bytes"),
+    ({"payload": "!!", "payload_encoding": "base64"}, None),
+    ({"payload_encoding": "hex"}, "payload_encoding: expected string or base64, got 'hex'"),
+    ({"payload": 5}, None),
+])
+def test_publishes_that_cannot_be_a_message_are_400(broker, change, reason):
+    pub = {"properties": {}, "routing_key": "k", "payload": "x", "payload_encoding": "string",
+           **change}
+    status, doc, _ = call(broker, "POST", "/api/exchanges/%2F/amq.direct/publish", pub)
+    assert status == 400 and doc["error"] == "bad_request"
+    if reason is not None:
+        assert doc["reason"] == reason

@@ -2,14 +2,19 @@
 permissions, connections, channels, consumers, definitions, health checks, aliveness."""
 from __future__ import annotations
 
+import os
 import time
 
 from .. import __version__, definitions, errors
 from ..adminviews import NODE
+from ..config import _is_sha256_hash
 from ..exchanges import EXCHANGE_TYPES
+from ..message import Message
 from ..queues.base import ACK
 from . import listing
-from .app import Context, Created, HTTPError, admin_only, as_json, bad_request, not_found
+from .app import (JSON, Context, Created, HTTPError, admin_only, as_json, bad_request, dumps,
+                  not_found)
+from .server import Response
 
 STARTED = time.monotonic()
 
@@ -36,7 +41,7 @@ def _node(ctx: Context) -> dict:
     return {"name": NODE, "type": "disc", "running": True, "version": __version__,
             "mem_alarm": bool(ctx.broker.memory_alarm), "disk_free_alarm": False,
             "uptime": int((time.monotonic() - STARTED) * 1000), "partitions": [],
-            "os_pid": str(__import__("os").getpid()), "being_drained": False}
+            "os_pid": str(os.getpid()), "being_drained": False}
 
 
 def nodes(ctx: Context) -> list:
@@ -120,7 +125,6 @@ def put_user(ctx: Context, name: str):
 
 
 def _is_hash(text) -> bool:
-    from ..config import _is_sha256_hash
     return isinstance(text, str) and _is_sha256_hash(text)
 
 
@@ -229,16 +233,13 @@ def alarms(ctx: Context):
     return as_json({"status": "ok"})
 
 
-def _failed(reason: str, alarms: list):
-    from .app import JSON, Response
-    import json
-    return Response(503, json.dumps({"status": "failed", "reason": reason,
-                                     "alarms": alarms}).encode(), [], JSON)
+def _failed(reason: str, alarms: list) -> Response:
+    return Response(503, dumps({"status": "failed", "reason": reason, "alarms": alarms}),
+                    content_type=JSON)
 
 
 def aliveness(ctx: Context, vhost: str):
     """As RabbitMQ: declare the ``aliveness-test`` queue, publish to it and get it back."""
-    from ..message import Message
     admin = ctx.admin
     admin.declare_queue(vhost, "aliveness-test", durable=False)
     admin.publish(vhost, "", Message("", "aliveness-test", b"\x00\x00", b"test_message"))

@@ -8,8 +8,9 @@ import json
 import urllib.parse
 
 from .. import errors
+from ..config import ConfigError, check_arguments
 from ..message import Message
-from ..queues.base import ACK, REJECT, REQUEUE
+from ..queues.base import REJECT, REQUEUE
 from . import messages
 from .app import Context, Created, as_json, bad_request, not_found
 
@@ -37,7 +38,24 @@ def _arguments(body: dict) -> dict:
     args = body.get("arguments") or {}
     if not isinstance(args, dict):
         raise bad_request("arguments: expected an object")
+    _table(args, "arguments")
     return args
+
+
+def _table(value: dict, where: str) -> None:
+    """What an AMQP table can hold (64-bit integers, finite numbers, keys of 1..255
+    bytes, bounded nesting), as the config file's arguments are checked."""
+    try:
+        check_arguments(value, where)
+    except ConfigError as e:
+        raise bad_request(str(e)) from None
+
+
+def _name(kind: str, name: str) -> None:
+    """A name the AMQP wire can carry: RabbitMQ's text (its trailing newline too)."""
+    size = len(name.encode("utf-8", "surrogateescape"))
+    if size > 255:
+        raise bad_request(f"{kind} should be less than 255 bytes, actually was {size}\n")
 
 
 # ---------------------------------------------------------------------- exchanges
@@ -52,6 +70,7 @@ def exchange(ctx: Context, vhost: str, name: str) -> dict:
 
 def put_exchange(ctx: Context, vhost: str, name: str):
     body = ctx.body()
+    _name("exchange", name)
     vh = ctx.admin.find_vhost(vhost)
     existed = _ex(name) == "" or name in vh.exchanges
     if not isinstance(body.get("type", "direct"), str):
@@ -70,9 +89,14 @@ def publish(ctx: Context, vhost: str, name: str):
     body = ctx.body()
     props = body.get("properties", {})
     key = body.get("routing_key")
-    if not isinstance(props, dict) or not isinstance(key, str) or "payload" not in body:
+    if not isinstance(props, dict) or not isinstance(key, str) or \
+            not isinstance(body.get("payload"), str):
         raise bad_request("properties, routing_key, payload and payload_encoding are "
                           "required")
+    if len(key.encode("utf-8", "surrogateescape")) > 255:   # a consumer could not get it
+        raise bad_request("routing_key: expected at most 255 bytes")
+    if isinstance(props.get("headers"), dict):
+        _table(props["headers"], "properties.headers")
     try:
         raw_props = messages.encode_properties(props)
         data = messages.payload(body["payload"], body.get("payload_encoding", "string"))
@@ -106,6 +130,7 @@ def queue(ctx: Context, vhost: str, name: str) -> dict:
 
 def put_queue(ctx: Context, vhost: str, name: str):
     body = ctx.body()
+    _name("queue", name)
     existed = name in ctx.admin.find_vhost(vhost).queues
     ctx.admin.declare_queue(vhost, name, _bool(body, "durable", True),
                             _bool(body, "auto_delete", False), _arguments(body))
@@ -137,6 +162,8 @@ def get(ctx: Context, vhost: str, name: str):
         truncate = None if truncate in (None, "") else int(truncate)
     except (TypeError, ValueError):
         raise bad_request("count and truncate: expected integers") from None
+    if truncate is not None and truncate < 0:
+        raise bad_request("truncate: expected an integer >= 0")
     got = ctx.admin.get_messages(vhost, name, max(0, count), ACKMODES[mode])
     return as_json([messages.shown(m, red, rem, encoding, truncate) for m, red, rem in got])
 

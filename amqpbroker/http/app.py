@@ -179,10 +179,15 @@ def _from_amqp(e: errors.AMQPError) -> HTTPError:
     return bad_request(e.explanation or e.name)
 
 
+def dumps(doc) -> bytes:
+    """Compact JSON, as RabbitMQ sends it."""
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
 def error_response(e: HTTPError) -> Response:
     if not e.error:  # no credentials at all: RabbitMQ sends an empty 401
         return Response(e.status, headers=e.headers)
-    body = json.dumps({"error": e.error, "reason": e.reason}).encode()
+    body = dumps({"error": e.error, "reason": e.reason})
     return Response(e.status, body, e.headers, JSON)
 
 
@@ -196,12 +201,12 @@ def _result(ctx: Context, result) -> Response:
                         else [])
     if isinstance(result, list):
         result = listing.apply(result, ctx.query)
-    return Response(200, json.dumps(result).encode(), [("cache-control", "no-cache")], JSON)
+    return Response(200, dumps(result), [("cache-control", "no-cache")], JSON)
 
 
 def as_json(doc) -> Response:
     """A JSON answer that is not filtered by the list parameters."""
-    return Response(200, json.dumps(doc).encode(), [("cache-control", "no-cache")], JSON)
+    return Response(200, dumps(doc), [("cache-control", "no-cache")], JSON)
 
 
 def admin_only(ctx: Context) -> None:

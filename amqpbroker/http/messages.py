@@ -29,15 +29,20 @@ def encode_properties(props: dict) -> bytes:
         if t == "shortstr":
             if not isinstance(value, str):
                 value = str(value)
+            if len(value.encode("utf-8", "surrogateescape")) > 255:
+                raise ValueError(f"property {name!r}: expected at most 255 bytes")
             parts.append(values.shortstr(value))
         elif t == "table":
             if not isinstance(value, dict):
                 raise ValueError(f"property {name!r}: expected an object")
             parts.append(values.encode_table(value))
         else:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"property {name!r}: expected an integer")
-            parts.append(_INTS[t].pack(value))
+            packer = _INTS[t]
+            if isinstance(value, bool) or not isinstance(value, int) or \
+                    not 0 <= value < 1 << (8 * packer.size):
+                raise ValueError(f"property {name!r}: expected an integer 0.."
+                                 f"{(1 << (8 * packer.size)) - 1}")
+            parts.append(packer.pack(value))
     return struct.pack(">H", flags) + b"".join(parts)
 
 
@@ -55,7 +60,7 @@ def decode_properties_json(raw: bytes) -> dict:
 def payload(raw: bytes, encoding: str = "string", *, name: str = "payload") -> bytes:
     """The body of ``POST .../publish``: payload_encoding string or base64."""
     if encoding == "string":
-        return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
+        return raw.encode("utf-8", "surrogateescape")
     if encoding == "base64":
         return base64.b64decode(raw, validate=True)
     raise ValueError(f"{name}_encoding: expected string or base64, got {encoding!r}")
