@@ -352,3 +352,38 @@ def test_publishes_that_cannot_be_a_message_are_400(broker, change, reason):
     assert status == 400 and doc["error"] == "bad_request"
     if reason is not None:
         assert doc["reason"] == reason
+
+
+def test_pipelined_requests_are_answered_in_order(broker):
+    one = b"GET /api/whoami HTTP/1.1\r\nHost: x\r\nAuthorization: " + GUEST.encode() + b"\r\n\r\n"
+    last = one.replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n")
+    out = raw_exchange(broker, one + one + last)
+    assert out.count(b"HTTP/1.1 200 OK") == 3
+
+
+def test_an_idle_connection_is_closed(broker):
+    http_server = broker.server.http
+    before = http_server.idle_timeout
+    http_server.idle_timeout = 0.2
+    try:
+        with socket.create_connection(("127.0.0.1", port_of(broker)), timeout=5) as s:
+            assert s.recv(10) == b""   # closed by the server, nothing sent
+    finally:
+        http_server.idle_timeout = before
+
+
+GARBAGE = [b"\x00\xff" * 50, b"GET / HTTP/9.9\r\n\r\n", b"GET /api/whoami HTTP/1.1\r\n\r\n",
+           b"POST /api/definitions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"zz\r\n", b"GET /api/" + b"a/" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+           b"GET /api/whoami HTTP/1.1\r\nHost: x\r\nHost: y\r\nContent-Length: 1\r\n"
+           b"Content-Length: 2\r\n\r\n", b"\r\n\r\n\r\n", b"G"]
+
+
+@pytest.mark.parametrize("data", GARBAGE)
+def test_garbage_never_disturbs_the_broker(broker, data):
+    with socket.create_connection(("127.0.0.1", port_of(broker)), timeout=10) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        out = s.recv(65536)
+    assert out == b"" or out.startswith(b"HTTP/1.1 4")
+    assert call(broker, "GET", "/api/whoami")[0] == 200
