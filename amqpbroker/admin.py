@@ -12,18 +12,17 @@ nothing is checked.  Errors are ``errors.AMQPError`` (NotFound, AccessRefused,
 PreconditionFailed...): the HTTP layer maps their codes.  Event-loop thread only."""
 from __future__ import annotations
 
-import re
 import time
 
 from . import __version__, access, definitions, errors, metrics, poisonpill
+from .adminaccounts import AdminAccounts
 from .adminviews import (NODE, binding_info, channel_info, channel_ref, connection_info,
                          connection_name, exchange_info, queue_info, user_name)
-from .config import Permission, User
 from .definitions import json_value
 from .message import Message
 
 
-class Admin:
+class Admin(AdminAccounts):
     def __init__(self, broker, user: str | None = None):
         """``user``: whose rights apply (a management-tagged user), or None for none."""
         self.broker = broker
@@ -98,26 +97,34 @@ class Admin:
     # ------------------------------------------------------------------ reading
 
     def overview(self) -> dict:
-        vhosts = self.vhosts()  # (refreshes the totals)
+        """One pass over the queues (a stats() each): 100,000 queues cost ~0.1 s."""
+        metrics.refresh(self.broker)
         chans, conns = metrics.ChannelCounters(), metrics.ConnectionCounters()
+        totals = dict.fromkeys(("messages", "messages_ready", "messages_unacknowledged",
+                                "consumers", "queues", "exchanges"), 0)
         for vh in self._vhosts(None):
             chans.add(vh.counters.channels)
             conns.add(vh.counters.connections)
+            for q in vh.queues.values():
+                st = q.stats()
+                totals["messages_ready"] += st.messages
+                totals["messages_unacknowledged"] += st.unacked
+                totals["consumers"] += st.consumers
+            totals["queues"] += len(vh.queues)
+            totals["exchanges"] += len(vh.exchanges) + 1
+        totals["messages"] = totals["messages_ready"] + totals["messages_unacknowledged"]
         connections = self._connections()
         return {
             "product_name": "amqpbroker", "product_version": __version__,
             "rabbitmq_version": definitions.RABBIT_VERSION, "node": NODE,
             "message_stats": metrics.message_stats(chans),
             "recv_oct": conns.recv_oct, "send_oct": conns.send_oct,
-            "queue_totals": {k: sum(v[k] for v in vhosts) for k in
+            "queue_totals": {k: totals[k] for k in
                              ("messages", "messages_ready", "messages_unacknowledged")},
             "object_totals": {
                 "connections": len(connections),
                 "channels": sum(len(c.channels) for c in connections),
-                "consumers": sum(q.stats().consumers for vh in self._vhosts(None)
-                                 for q in vh.queues.values()),
-                "exchanges": sum(len(vh.exchanges) + 1 for vh in self._vhosts(None)),
-                "queues": sum(len(vh.queues) for vh in self._vhosts(None))},
+                **{k: totals[k] for k in ("consumers", "exchanges", "queues")}},
         }
 
     def vhosts(self) -> list[dict]:
@@ -163,7 +170,12 @@ class Admin:
         return exchange_info(vhost, self._exchange(vhost, name))
 
     def queues(self, vhost: str | None = None) -> list[dict]:
-        return [queue_info(vh.name, q) for vh in self._vhosts(vhost)
+        return [queue_info(*pair) for pair in self.queue_list(vhost)]
+
+    def queue_list(self, vhost: str | None = None) -> list[tuple]:
+        """(vhost name, queue) in queues()'s order, for a caller that shows only some (a
+        page of 100 among 100,000): ``adminviews.queue_info(*pair)`` shows one."""
+        return [(vh.name, q) for vh in self._vhosts(vhost)
                 for q in sorted(vh.queues.values(), key=lambda q: q.name)]
 
     def queue(self, vhost: str, name: str) -> dict:
@@ -302,60 +314,6 @@ class Admin:
             access.close_connection(self.user, self.tags, user_name(conn))
         conn.close(320, f"CONNECTION_FORCED - {reason}", 0, 0,
                    time.monotonic() if now is None else now)
-
-    # ------------------------------------------------------------------ vhosts, users
-
-    def add_vhost(self, name: str) -> bool:
-        """True when it is new (201), False when it existed (204).  Lives until the
-        broker stops: run-time vhosts are not in the store (the config file's are)."""
-        self._admin_only()
-        created = name not in self.broker.vhosts
-        self.broker.add_vhost(name)
-        return created
-
-    def delete_vhost(self, name: str, now: float | None = None) -> None:
-        self._admin_only()
-        self.broker.delete_vhost(name, time.monotonic() if now is None else now)
-
-    def put_user(self, name: str, password: str | None = None,
-                 password_hash: str | None = None, tags: tuple = ()) -> bool:
-        """Create or replace; with neither password nor hash an existing user keeps its
-        own (a new one has none: it cannot log in with a password).  True when it is
-        new.  Until the restart, as imported users."""
-        self._admin_only()
-        old = self.broker.users.get(name)
-        if password is None and password_hash is None and old is not None:
-            password, password_hash = old.password, old.password_hash
-        self.broker.users[name] = User(name, password=password, password_hash=password_hash,
-                                       tags=tuple(tags))
-        return old is None
-
-    def delete_user(self, name: str, now: float | None = None) -> None:
-        self._admin_only()
-        self.broker.delete_user(name, time.monotonic() if now is None else now)
-
-    def set_permissions(self, vhost: str, user: str, configure: str, write: str,
-                        read: str) -> bool:
-        """True when new.  The patterns must compile (PreconditionFailed otherwise)."""
-        self._admin_only()
-        if vhost not in self.broker.vhosts:
-            raise errors.NotFound(f"no vhost '{vhost}'")
-        if user not in self.broker.users:
-            raise errors.NotFound(f"no user '{user}'")
-        for pattern in (configure, write, read):
-            try:
-                re.compile(pattern)
-            except (re.error, TypeError):
-                raise errors.PreconditionFailed(f"invalid regular expression {pattern!r}") \
-                    from None
-        created = (user, vhost) not in self.broker.permissions
-        self.broker.set_permissions(Permission(user, vhost, configure, write, read))
-        return created
-
-    def clear_permissions(self, vhost: str, user: str) -> None:
-        self._admin_only()
-        if self.broker.permissions.pop((user, vhost), None) is None:
-            raise errors.NotFound(f"no permissions for user '{user}' on vhost '{vhost}'")
 
     # ------------------------------------------------------------------ messages
 

@@ -21,7 +21,7 @@ LAYERS = ["errors", "access", "metrics", "scheduler", "values", "filterops", "fi
           "framefaults", "wirecheck", "methods", "framing", "message", "poisonpill",
           "confirms",
           "queues", "store", "queuetimers", "dlx", "delayset", "delayed", "vhost", "broker",
-          "definitions", "adminviews", "admin",
+          "definitions", "adminviews", "adminaccounts", "admin",
           "content", "delivery", "replyto", "publish", "transactions", "topology",
           "channel", "heartbeat", "auth", "handshake", "connection", "listeners", "tls",
           "http", "server", "__main__", "testing", "pytest_plugin"]
@@ -30,7 +30,7 @@ RANK = {name: i for i, name in enumerate(LAYERS)}
 ANYIO_ALLOWED = {"listeners", "tls", "http.server", "server", "store.sqlite", "testing"}
 NO_PAMQP = {"filterops", "filterpolicy", "access", "metrics", "scheduler", "auth", "topictrie",
             "exchanges", "confirms",
-            "queues", "vhost", "broker", "definitions", "adminviews", "admin"}
+            "queues", "vhost", "broker", "definitions", "adminviews", "adminaccounts", "admin"}
 PACKAGES = {"store", "queues", "exchanges", "http"}  # one layer each, whatever modules they hold
 PACKAGE_ATTRIBUTES = {"__version__"}  # defined in amqpbroker/__init__.py, importable by all
 

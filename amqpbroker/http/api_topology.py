@@ -11,7 +11,8 @@ from .. import errors
 from ..config import ConfigError, check_arguments
 from ..message import Message
 from ..queues.base import REJECT, REQUEUE
-from . import messages
+from ..adminviews import queue_info
+from . import listing, messages
 from .app import Context, Created, as_json, bad_request, not_found
 
 DEFAULT = "amq.default"   # how the API names the default exchange
@@ -120,8 +121,9 @@ def exchange_bindings(ctx: Context, vhost: str, name: str, direction: str) -> li
 
 # ---------------------------------------------------------------------- queues
 
-def queues(ctx: Context, vhost: str | None = None) -> list:
-    return ctx.admin.queues(vhost)
+def queues(ctx: Context, vhost: str | None = None):
+    return listing.Lazy(ctx.admin.queue_list(vhost), lambda pair: pair[1].name,
+                        lambda pair: queue_info(*pair))
 
 
 def queue(ctx: Context, vhost: str, name: str) -> dict:

@@ -199,7 +199,7 @@ def _result(ctx: Context, result) -> Response:
     if isinstance(result, Created):
         return Response(201, headers=[("location", result.location)] if result.location
                         else [])
-    if isinstance(result, list):
+    if isinstance(result, (list, listing.Lazy)):
         result = listing.apply(result, ctx.query)
     return Response(200, dumps(result), [("cache-control", "no-cache")], JSON)
 

@@ -25,41 +25,67 @@ def _one(query: dict, key: str) -> str | None:
     return values[-1] if values else None
 
 
-def apply(items: list, query: dict):
-    from .app import HTTPError, bad_request   # (app imports this module)
+class Lazy:
+    """A list whose items are built only when shown: ``refs`` (cheap, in the list's
+    order), ``name(ref)`` (what ``name`` filters and ``sort=name`` sorts by) and
+    ``view(ref) -> dict``.  A page then builds only its own items; a sort on any other
+    field builds them all first."""
+
+    def __init__(self, refs: list, name, view):
+        self.refs, self.name, self.view = refs, name, view
+
+
+def _item_name(item: dict) -> str:
+    return str(item.get("name", ""))
+
+
+def apply(items, query: dict):
     sort = _one(query, "sort")
-    if sort:
-        items = sorted(items, key=lambda it: _sort_key(_get(it, sort)))
+    paged = _one(query, "page") is not None
+    if isinstance(items, Lazy) and (not paged or sort not in (None, "", "name")):
+        items = [items.view(r) for r in items.refs]   # every item is shown or compared
+    if isinstance(items, Lazy):
+        refs, name_of, view = items.refs, items.name, items.view
+        if sort:
+            refs = sorted(refs, key=lambda r: _sort_key(name_of(r)))
+    else:
+        refs, name_of, view = items, _item_name, None
+        if sort:
+            refs = sorted(refs, key=lambda it: _sort_key(_get(it, sort)))
     if (_one(query, "sort_reverse") or "").lower() == "true":
-        items = list(reversed(items))
-    page = _one(query, "page")
-    result = items
-    if page is not None:
-        size = _one(query, "page_size") or str(DEFAULT_PAGE_SIZE)
-        try:
-            page_n, size_n = int(page), int(size)
-        except ValueError:
-            raise bad_request("Pagination parameters are invalid") from None
-        if page_n < 1 or not 1 <= size_n <= MAX_PAGE_SIZE:
-            raise HTTPError(400, "invalid_pagination_parameters",
-                            f"Invalid pagination parameters: page number {page_n}, "
-                            f"page size {size_n}")
-        filtered = _by_name(items, _one(query, "name"),
-                            (_one(query, "use_regex") or "").lower() == "true")
-        pages = max(1, math.ceil(len(filtered) / size_n))
-        if page_n > pages:
-            raise HTTPError(400, "page_out_of_range",
-                            f"Page out of range, page: {page_n} page size: {size_n}, "
-                            f"len: {len(filtered)}")
-        chosen = filtered[(page_n - 1) * size_n:page_n * size_n]
-        result = {"filtered_count": len(filtered), "item_count": len(chosen),
-                  "items": _columns(chosen, query), "page": page_n, "page_count": pages,
-                  "page_size": size_n, "total_count": len(items)}
-        return result
-    return _columns(result, query)
+        refs = refs[::-1]
+    if not paged:
+        return _columns(refs, query)
+    return _page(refs, name_of, view, query)
 
 
-def _by_name(items: list, name: str | None, use_regex: bool) -> list:
+def _page(refs: list, name_of, view, query: dict) -> dict:
+    from .app import HTTPError, bad_request   # (app imports this module)
+    try:
+        page_n = int(_one(query, "page"))
+        size_n = int(_one(query, "page_size") or DEFAULT_PAGE_SIZE)
+    except ValueError:
+        raise bad_request("Pagination parameters are invalid") from None
+    if page_n < 1 or not 1 <= size_n <= MAX_PAGE_SIZE:
+        raise HTTPError(400, "invalid_pagination_parameters",
+                        f"Invalid pagination parameters: page number {page_n}, "
+                        f"page size {size_n}")
+    filtered = _by_name(refs, name_of, _one(query, "name"),
+                        (_one(query, "use_regex") or "").lower() == "true")
+    pages = max(1, math.ceil(len(filtered) / size_n))
+    if page_n > pages:
+        raise HTTPError(400, "page_out_of_range",
+                        f"Page out of range, page: {page_n} page size: {size_n}, "
+                        f"len: {len(filtered)}")
+    chosen = filtered[(page_n - 1) * size_n:page_n * size_n]
+    if view is not None:
+        chosen = [view(r) for r in chosen]
+    return {"filtered_count": len(filtered), "item_count": len(chosen),
+            "items": _columns(chosen, query), "page": page_n, "page_count": pages,
+            "page_size": size_n, "total_count": len(refs)}
+
+
+def _by_name(items: list, name_of, name: str | None, use_regex: bool) -> list:
     if not name:
         return items
     if use_regex:
@@ -68,8 +94,8 @@ def _by_name(items: list, name: str | None, use_regex: bool) -> list:
             rx = re.compile(name)
         except re.error:
             raise bad_request(f"invalid regular expression {name!r}") from None
-        return [it for it in items if rx.search(str(it.get("name", "")))]
-    return [it for it in items if name in str(it.get("name", ""))]
+        return [it for it in items if rx.search(name_of(it))]
+    return [it for it in items if name in name_of(it)]
 
 
 def _columns(items: list, query: dict) -> list:
