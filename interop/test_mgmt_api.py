@@ -127,6 +127,9 @@ def test_overview_whoami_nodes_vhosts(api):
     assert api.get("/api/whoami")[1] == {"name": "guest", "tags": ["administrator"]}
     (node,) = api.get("/api/nodes")[1]
     assert {"name", "running", "mem_alarm", "disk_free_alarm", "uptime"} <= set(node)
+    assert api.get("/api/overview?columns=node,object_totals.queues")[1].keys() == {
+        "node", "object_totals"}
+    assert api.get("/api/vhosts/%2F?columns=name")[1] == {"name": "/"}
     vh = api.get("/api/vhosts/%2F")[1]
     assert {"name", "messages", "messages_ready", "messages_unacknowledged",
             "tracing"} <= set(vh) and vh["name"] == "/"

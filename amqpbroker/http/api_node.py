@@ -11,7 +11,6 @@ from ..config import _is_sha256_hash
 from ..exchanges import EXCHANGE_TYPES
 from ..message import Message
 from ..queues.base import ACK
-from . import listing
 from .app import (JSON, Context, Created, HTTPError, admin_only, as_json, bad_request, dumps,
                   not_found)
 from .server import Response
@@ -30,7 +29,7 @@ def overview(ctx: Context) -> dict:
         "listeners": [{"node": NODE, "protocol": proto, "ip_address": host, "port": port}
                       for proto, host, port in getattr(ctx.broker, "listeners", ())],
         "statistics_db_event_queue": 0, "disable_stats": False, "enable_queue_totals": False})
-    return as_json(listing.columns_of(doc, ctx.query))
+    return doc
 
 
 def whoami(ctx: Context) -> dict:
@@ -53,7 +52,7 @@ def node(ctx: Context, name: str) -> dict:
     _monitor(ctx)
     if name != NODE:
         raise not_found()
-    return as_json(_node(ctx))
+    return _node(ctx)
 
 
 def _monitor(ctx: Context) -> None:
@@ -69,7 +68,7 @@ def vhosts(ctx: Context) -> list:
 
 def vhost(ctx: Context, vhost: str) -> dict:
     admin_only(ctx)   # RabbitMQ 3.10: one vhost is for administrators, the list for all
-    return as_json(ctx.admin.vhost(vhost))
+    return ctx.admin.vhost(vhost)
 
 
 def put_vhost(ctx: Context, vhost: str):
@@ -99,7 +98,7 @@ def users(ctx: Context) -> list:
 def user(ctx: Context, name: str) -> dict:
     for u in ctx.admin.users():
         if u["name"] == name:
-            return as_json({**u, "limits": {}})
+            return {**u, "limits": {}}
     raise not_found()
 
 
@@ -149,7 +148,7 @@ def permission(ctx: Context, vhost: str, user: str) -> dict:
     found = ctx.admin.permissions(vhost=vhost, user=user)
     if not found:
         raise not_found()
-    return as_json(found[0])
+    return found[0]
 
 
 def put_permission(ctx: Context, vhost: str, user: str):
@@ -181,7 +180,7 @@ def vhost_connections(ctx: Context, vhost: str) -> list:
 
 
 def connection(ctx: Context, name: str) -> dict:
-    return as_json(ctx.admin.connection(name))
+    return ctx.admin.connection(name)
 
 
 def close_connection(ctx: Context, name: str) -> None:
@@ -200,7 +199,7 @@ def channels(ctx: Context) -> list:
 def channel(ctx: Context, name: str) -> dict:
     for ch in ctx.admin.channels():
         if ch["name"] == name:
-            return as_json(ch)
+            return ch
     raise not_found()
 
 

@@ -66,7 +66,7 @@ def exchanges(ctx: Context, vhost: str | None = None) -> list:
 
 
 def exchange(ctx: Context, vhost: str, name: str) -> dict:
-    return as_json(ctx.admin.exchange(vhost, _ex(name)))
+    return ctx.admin.exchange(vhost, _ex(name))
 
 
 def put_exchange(ctx: Context, vhost: str, name: str):
@@ -127,7 +127,7 @@ def queues(ctx: Context, vhost: str | None = None):
 
 
 def queue(ctx: Context, vhost: str, name: str) -> dict:
-    return as_json(ctx.admin.queue(vhost, name))
+    return ctx.admin.queue(vhost, name)
 
 
 def put_queue(ctx: Context, vhost: str, name: str):
@@ -239,7 +239,7 @@ def _one(ctx, vhost, source, kind, dest, props) -> dict:
 
 
 def binding(ctx: Context, vhost: str, source: str, kind: str, dest: str, props: str):
-    return as_json(_one(ctx, vhost, source, kind, dest, props))
+    return _one(ctx, vhost, source, kind, dest, props)
 
 
 def unbind(ctx: Context, vhost: str, source: str, kind: str, dest: str, props: str) -> None:

@@ -3,8 +3,8 @@
 RabbitMQ's tag and vhost rules, JSON in and out, RabbitMQ's error bodies and status codes,
 and the list query parameters (``columns``, ``sort``, ``page``...: ``listing.py``).
 
-A handler is ``fn(ctx, **path) -> result``: a dict or list is sent as JSON with 200, None
-as 204, a ``server.Response`` as it is; ``Created`` (201) and ``errors.AMQPError`` raised
+A handler is ``fn(ctx, **path) -> result``: a dict or list is sent as JSON with 200
+(``columns`` applied; a list through ``listing``), None as 204, a ``server.Response`` as it is; ``Created`` (201) and ``errors.AMQPError`` raised
 by the admin facade are mapped here, in one place."""
 from __future__ import annotations
 
@@ -201,6 +201,8 @@ def _result(ctx: Context, result) -> Response:
                         else [])
     if isinstance(result, (list, listing.Lazy)):
         result = listing.apply(result, ctx.query)
+    elif isinstance(result, dict):   # one object: ``columns`` applies (the overview's)
+        result = listing.columns_of(result, ctx.query)
     return Response(200, dumps(result), [("cache-control", "no-cache")], JSON)
 
 
