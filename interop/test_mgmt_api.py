@@ -427,3 +427,21 @@ def test_queue_counts_follow_the_queue(api, broker):
     finally:
         conn.close()
         api.call("DELETE", path)
+
+
+def test_a_full_import_creates_its_vhosts(api, broker):
+    vhost = broker.name("defs-vh")
+    defs = {"vhosts": [{"name": vhost}],
+            "permissions": [{"user": "guest", "vhost": vhost, "configure": ".*",
+                             "write": ".*", "read": ".*"}],
+            "queues": [{"name": "imported", "vhost": vhost, "durable": True,
+                        "auto_delete": False, "arguments": {}}],
+            "exchanges": [], "bindings": []}
+    try:
+        assert api.call("POST", "/api/definitions", defs)[0] in (200, 204)
+        assert api.get(f"/api/queues/{vhost}/imported")[1]["durable"] is True
+        exported = api.get(f"/api/definitions/{q(vhost)}")[1]
+        assert [x["name"] for x in exported["queues"]] == ["imported"]
+    finally:
+        api.call("DELETE", f"/api/vhosts/{q(vhost)}")
+    assert api.get(f"/api/vhosts/{q(vhost)}")[0] == 404
