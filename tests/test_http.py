@@ -363,6 +363,7 @@ def test_pipelined_requests_are_answered_in_order(broker):
 
 def test_an_idle_connection_is_closed(broker):
     http_server = broker.server.http
+    guard = (http_server._guard.last, http_server._guard.repeats)
     before = http_server.idle_timeout
     http_server.idle_timeout = 0.2
     try:
@@ -370,6 +371,8 @@ def test_an_idle_connection_is_closed(broker):
             assert s.recv(10) == b""   # closed by the server, nothing sent
     finally:
         http_server.idle_timeout = before
+    # an ordinary end, not an exception caught by the connection's guard
+    assert (http_server._guard.last, http_server._guard.repeats) == guard
 
 
 GARBAGE = [b"\x00\xff" * 50, b"GET / HTTP/9.9\r\n\r\n", b"GET /api/whoami HTTP/1.1\r\n\r\n",
@@ -381,9 +384,31 @@ GARBAGE = [b"\x00\xff" * 50, b"GET / HTTP/9.9\r\n\r\n", b"GET /api/whoami HTTP/1
 
 @pytest.mark.parametrize("data", GARBAGE)
 def test_garbage_never_disturbs_the_broker(broker, data):
+    guards = (broker.server.http._guard, broker.server.http._app_guard)
+    before = [(g.last, g.repeats) for g in guards]
     with socket.create_connection(("127.0.0.1", port_of(broker)), timeout=10) as s:
         s.sendall(data)
         s.shutdown(socket.SHUT_WR)
         out = s.recv(65536)
     assert out == b"" or out.startswith(b"HTTP/1.1 4")
     assert call(broker, "GET", "/api/whoami")[0] == 200
+    assert [(g.last, g.repeats) for g in guards] == before   # refused, not crashed
+
+
+def test_a_handler_that_raises_is_a_500_and_the_connection_goes_on(broker):
+    http_server = broker.server.http
+    app = http_server.app
+
+    def broken(req):
+        if req.target == "/api/boom":
+            raise RuntimeError("a bug")
+        return app(req)
+    http_server.app = broken
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port_of(broker), timeout=10)
+        status, doc, _ = call(broker, "GET", "/api/boom", conn=c)
+        assert (status, doc) == (500, {"error": "internal_error",
+                                       "reason": "see the broker log"})
+        assert call(broker, "GET", "/api/whoami", conn=c)[0] == 200   # same connection
+    finally:
+        http_server.app = app

@@ -107,6 +107,7 @@ class HTTPServer:
 
     async def _read_request(self, conn, stream, peer) -> Request | None:
         """The next whole request, or None when the peer closed or went idle first."""
+        start = None
         with anyio.move_on_after(self.idle_timeout):
             start = await self._next_event(conn, stream)
         if not isinstance(start, h11.Request):  # None (idle) or ConnectionClosed
