@@ -412,3 +412,19 @@ def test_a_handler_that_raises_is_a_500_and_the_connection_goes_on(broker):
         assert call(broker, "GET", "/api/whoami", conn=c)[0] == 200   # same connection
     finally:
         http_server.app = app
+
+
+def test_a_body_that_stops_coming_is_a_408(broker):
+    http_server = broker.server.http
+    before = http_server.read_timeout
+    http_server.read_timeout = 0.3
+    try:
+        with socket.create_connection(("127.0.0.1", port_of(broker)), timeout=10) as s:
+            s.sendall(b"PUT /api/queues/%2F/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10"
+                      b"\r\n\r\nabc")
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+    finally:
+        http_server.read_timeout = before
+    assert out.startswith(b"HTTP/1.1 408 ")

@@ -55,10 +55,12 @@ class _TooLarge(Exception):
 
 
 class HTTPServer:
-    def __init__(self, app, max_body: int = MAX_BODY, idle_timeout: float = IDLE_TIMEOUT):
+    def __init__(self, app, max_body: int = MAX_BODY, idle_timeout: float = IDLE_TIMEOUT,
+                 read_timeout: float = READ_TIMEOUT):
         self.app = app
         self.max_body = max_body
         self.idle_timeout = idle_timeout
+        self.read_timeout = read_timeout
         self._guard = _Guard("an HTTP connection")
         self._app_guard = _Guard("an HTTP request handler")
 
@@ -89,6 +91,9 @@ class HTTPServer:
             except _TooLarge:
                 await self._refuse(conn, stream, 413, "request body too large")
                 return
+            except TimeoutError:   # a body begun and not finished within read_timeout
+                await self._refuse(conn, stream, 408, "request timeout")
+                return
             if req is None:
                 return
             resp = self._call(req)
@@ -117,7 +122,7 @@ class HTTPServer:
         if length is not None and length.isdigit() and int(length) > self.max_body:
             raise _TooLarge
         body = bytearray()
-        with anyio.fail_after(READ_TIMEOUT):
+        with anyio.fail_after(self.read_timeout):
             while True:
                 if conn.they_are_waiting_for_100_continue:
                     await stream.send(conn.send(h11.InformationalResponse(
@@ -178,7 +183,7 @@ def _json_str(text: str) -> str:
 
 
 _REASONS = {200: b"OK", 201: b"Created", 204: b"No Content", 400: b"Bad Request",
-            401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
+            401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found", 408: b"Request Timeout",
             405: b"Method Not Allowed", 413: b"Payload Too Large", 415:
             b"Unsupported Media Type", 431: b"Request Header Fields Too Large",
             500: b"Internal Server Error", 503: b"Service Unavailable"}
