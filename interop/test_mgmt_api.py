@@ -445,3 +445,26 @@ def test_a_full_import_creates_its_vhosts(api, broker):
     finally:
         api.call("DELETE", f"/api/vhosts/{q(vhost)}")
     assert api.get(f"/api/vhosts/{q(vhost)}")[0] == 404
+
+
+def test_health_checks(api, broker):
+    port = broker.port
+    assert api.get(f"/api/health/checks/port-listener/{port}")[:2] == (
+        200, {"status": "ok", "port": port})
+    status, doc, _ = api.get("/api/health/checks/port-listener/1")
+    assert status == 503 and {k: doc[k] for k in ("status", "reason", "missing")} == {
+        "status": "failed", "reason": "No active listener", "missing": 1}
+    assert port in doc["ports"]
+    assert api.get("/api/health/checks/port-listener/abc")[:2] == (
+        400, {"error": "bad_request", "reason": "Invalid port"})
+    for name in ("amqp", "amqp091"):
+        assert api.get(f"/api/health/checks/protocol-listener/{name}")[:2] == (
+            200, {"status": "ok", "protocol": "amqp"})
+    status, doc, _ = api.get("/api/health/checks/protocol-listener/zzz")
+    assert status == 503 and doc["missing"] == "zzz" and {"amqp", "http"} <= \
+        set(doc["protocols"])
+    for check in ("virtual-hosts", "local-alarms"):
+        assert api.get(f"/api/health/checks/{check}")[:2] == (200, {"status": "ok"})
+    for check in ("node-is-quorum-critical", "node-is-mirror-sync-critical"):
+        assert api.get(f"/api/health/checks/{check}")[:2] == (
+            200, {"status": "ok", "reason": "single node cluster"})

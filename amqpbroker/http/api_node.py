@@ -242,9 +242,41 @@ def alarms(ctx: Context):
     return as_json({"status": "ok"})
 
 
-def _failed(reason: str, alarms: list) -> Response:
-    return Response(503, dumps({"status": "failed", "reason": reason, "alarms": alarms}),
-                    content_type=JSON)
+def _failed(reason: str, alarms: list | None = None, **more) -> Response:
+    doc = {"status": "failed", "reason": reason, **more}
+    if alarms is not None:
+        doc["alarms"] = alarms
+    return Response(503, dumps(doc), content_type=JSON)
+
+
+def port_listener(ctx: Context, port: str):
+    if not port.isdigit():
+        raise bad_request("Invalid port")
+    ports = list(dict.fromkeys(p for _proto, _host, p in ctx.broker.listeners))
+    if int(port) not in ports:
+        return _failed("No active listener", missing=int(port), ports=ports)
+    return as_json({"status": "ok", "port": int(port)})
+
+
+_PROTOCOLS = {"amqp": "amqp", "amqp091": "amqp", "amqp0-9-1": "amqp", "amqp0.9.1": "amqp",
+              "amqps": "amqp/ssl", "amqp/ssl": "amqp/ssl", "http": "http", "https": "https"}
+
+
+def protocol_listener(ctx: Context, protocol: str):
+    protocols = list(dict.fromkeys(proto for proto, _h, _p in ctx.broker.listeners))
+    wanted = _PROTOCOLS.get(protocol.lower(), protocol)
+    if wanted not in protocols:
+        return _failed("No active listener", missing=protocol, protocols=protocols)
+    return as_json({"status": "ok", "protocol": wanted})
+
+
+def single_node(ctx: Context):
+    """node-is-quorum-critical, node-is-mirror-sync-critical: there is one node."""
+    return as_json({"status": "ok", "reason": "single node cluster"})
+
+
+def virtual_hosts(ctx: Context):
+    return as_json({"status": "ok"})
 
 
 def aliveness(ctx: Context, vhost: str):

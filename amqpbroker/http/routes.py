@@ -60,6 +60,11 @@ ROUTES = [
     _r("api/definitions/{vhost}", False, GET=n.get_definitions, POST=n.post_definitions),
     _r("api/health/checks/alarms", GET=n.alarms),
     _r("api/health/checks/local-alarms", GET=n.alarms),
+    _r("api/health/checks/port-listener/{port}", GET=n.port_listener),
+    _r("api/health/checks/protocol-listener/{protocol}", GET=n.protocol_listener),
+    _r("api/health/checks/virtual-hosts", GET=n.virtual_hosts),
+    _r("api/health/checks/node-is-quorum-critical", GET=n.single_node),
+    _r("api/health/checks/node-is-mirror-sync-critical", GET=n.single_node),
     _r("api/aliveness-test/{vhost}", GET=n.aliveness),
 ]
 
