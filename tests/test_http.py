@@ -428,3 +428,16 @@ def test_a_body_that_stops_coming_is_a_408(broker):
     finally:
         http_server.read_timeout = before
     assert out.startswith(b"HTTP/1.1 408 ")
+
+
+def test_the_alarms_check_fails_during_a_memory_alarm(broker):
+    b = broker.server.broker
+    broker.call(setattr, b, "memory_alarm", True)
+    try:
+        assert call(broker, "GET", "/api/health/checks/alarms")[:2] == (503, {
+            "status": "failed", "reason": "There are alarms in effect in the cluster",
+            "alarms": [{"node": "amqpbroker", "resource": "memory"}]})
+        assert call(broker, "GET", "/api/nodes")[1][0]["mem_alarm"] is True
+    finally:
+        broker.call(setattr, b, "memory_alarm", False)
+    assert call(broker, "GET", "/api/health/checks/alarms")[:2] == (200, {"status": "ok"})
