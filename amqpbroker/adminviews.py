@@ -76,4 +76,7 @@ def channel_info(conn, ch) -> dict:
             "prefetch_count": ch.prefetch_count, "global_prefetch_count": ch.global_prefetch,
             "confirm": ch.confirms is not None, "transactional": ch.tx is not None,
             "state": "closing" if ch.closing else "running",
+            "connection_details": {"name": connection_name(conn),
+                                   "peer_host": conn.transport.peer[0],
+                                   "peer_port": conn.transport.peer[1]},
             "message_stats": metrics.message_stats(ch.counters)}

@@ -363,8 +363,11 @@ def test_connections_channels_consumers_and_close(api, broker):
         cpath = f"/api/connections/{q(c['name'])}"
         assert api.get(cpath)[1]["name"] == c["name"]
         chans = api.until(f"{cpath}/channels", lambda d: len(d) == 1)
-        assert {"name", "number", "connection_details" if broker.kind == "rabbitmq" else
-                "connection_name", "consumer_count", "prefetch_count"} <= set(chans[0])
+        assert {"name", "number", "connection_details", "consumer_count", "prefetch_count",
+                "confirm", "transactional", "vhost", "user"} <= set(chans[0])
+        assert chans[0]["connection_details"]["name"] == c["name"]
+        assert chans[0]["name"] == f"{c['name']} (1)"
+        assert api.get(f"/api/channels/{q(chans[0]['name'])}")[1]["number"] == 1
         cons = api.until("/api/consumers/%2F", lambda d: any(
             x["consumer_tag"] == name for x in d))
         (x,) = [x for x in cons if x["consumer_tag"] == name]
