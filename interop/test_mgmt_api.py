@@ -471,3 +471,42 @@ def test_health_checks(api, broker):
     for check in ("node-is-quorum-critical", "node-is-mirror-sync-critical"):
         assert api.get(f"/api/health/checks/{check}")[:2] == (
             200, {"status": "ok", "reason": "single node cluster"})
+
+
+def test_a_user_made_with_a_password_hash_logs_in_over_amqp(api, broker):
+    """RabbitMQ's salted SHA-256 hash, made here, is what both brokers check."""
+    import hashlib
+    import os
+    salt = os.urandom(4)
+    digest = base64.b64encode(salt + hashlib.sha256(salt + b"hashed-pw").digest()).decode()
+    user = broker.name("hash-u")
+    assert api.call("PUT", f"/api/users/{user}", {
+        "password_hash": digest, "hashing_algorithm": "rabbit_password_hashing_sha256",
+        "tags": ["management"]})[0] == 201
+    try:
+        assert api.get(f"/api/users/{user}")[1]["password_hash"] == digest
+        assert api.call("PUT", f"/api/permissions/%2F/{user}",
+                        {"configure": ".*", "write": ".*", "read": ".*"})[0] == 201
+        u = urllib.parse.urlparse(broker.url)
+        params = pika.ConnectionParameters(u.hostname, u.port, "/",
+                                           pika.PlainCredentials(user, "hashed-pw"))
+        conn = pika.BlockingConnection(params)
+        conn.close()
+        assert api.as_user(user, "hashed-pw").get("/api/whoami")[1]["name"] == user
+        status, doc, _ = api.call("PUT", f"/api/users/{user}", {
+            "password_hash": digest, "hashing_algorithm": "rabbit_password_hashing_md5",
+            "tags": ""})
+        assert status in (201, 204, 400)   # RabbitMQ takes md5; we refuse it (below)
+        if broker.kind == "amqpbroker":
+            assert status == 400 and doc["error"] == "bad_request"
+    finally:
+        api.call("DELETE", f"/api/users/{user}")
+
+
+def test_the_default_exchange_by_its_api_name(api):
+    info = api.get("/api/exchanges/%2F/amq.default")[1]
+    assert {k: info[k] for k in ("name", "vhost", "type", "durable", "auto_delete",
+                                 "internal")} == {
+        "name": "", "vhost": "/", "type": "direct", "durable": True, "auto_delete": False,
+        "internal": False}
+    assert all("vhost" in x for x in api.get("/api/queues?page=1&page_size=5")[1]["items"])
