@@ -441,3 +441,24 @@ def test_the_alarms_check_fails_during_a_memory_alarm(broker):
     finally:
         broker.call(setattr, b, "memory_alarm", False)
     assert call(broker, "GET", "/api/health/checks/alarms")[:2] == (200, {"status": "ok"})
+
+
+def test_clients_past_the_connection_limit_get_503(broker):
+    http_server = broker.server.http
+    before = http_server.max_connections
+    http_server.max_connections = 1
+    try:
+        with socket.create_connection(("127.0.0.1", port_of(broker)), timeout=10) as first:
+            first.sendall(b"GET /api/whoami HTTP/1.1\r\nHost: x\r\nAuthorization: " +
+                          GUEST.encode() + b"\r\n\r\n")
+            assert first.recv(65536).startswith(b"HTTP/1.1 200 ")   # it is being served
+            out = raw_exchange(broker, b"")
+            head, _, body = out.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 503 ")
+            assert json.loads(body) == {"error": "service_unavailable",
+                                        "reason": "too many clients"}
+            assert f"content-length: {len(body)}".encode() in head
+    finally:
+        http_server.max_connections = before
+    assert call(broker, "GET", "/api/whoami")[0] == 200
+    assert http_server.active <= 1

@@ -4,8 +4,9 @@ RabbitMQ's tag and vhost rules, JSON in and out, RabbitMQ's error bodies and sta
 and the list query parameters (``columns``, ``sort``, ``page``...: ``listing.py``).
 
 A handler is ``fn(ctx, **path) -> result``: a dict or list is sent as JSON with 200
-(``columns`` applied; a list through ``listing``), None as 204, a ``server.Response`` as it is; ``Created`` (201) and ``errors.AMQPError`` raised
-by the admin facade are mapped here, in one place."""
+(``columns`` applied; a list through ``listing``), None as 204, a ``server.Response`` as
+it is; ``Created`` (201) and ``errors.AMQPError`` raised by the admin facade are mapped
+here, in one place."""
 from __future__ import annotations
 
 import base64

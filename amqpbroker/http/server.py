@@ -27,6 +27,11 @@ MAX_BODY = 20 * 1024 * 1024      # RabbitMQ's management.http_max_body_size defa
 IDLE_TIMEOUT = 60.0              # seconds a kept-alive connection may wait for a request
 READ_TIMEOUT = 30.0              # seconds for the rest of a request once it started
 CHUNK = 65536
+MAX_CONNECTIONS = 1024           # at once, as RabbitMQ's web server (ranch) by default: the
+                                 # file descriptors left are the AMQP listener's
+_BUSY_BODY = b'{"error":"service_unavailable","reason":"too many clients"}'
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
 
 
 @dataclass
@@ -56,8 +61,10 @@ class _TooLarge(Exception):
 
 class HTTPServer:
     def __init__(self, app, max_body: int = MAX_BODY, idle_timeout: float = IDLE_TIMEOUT,
-                 read_timeout: float = READ_TIMEOUT):
+                 read_timeout: float = READ_TIMEOUT, max_connections: int = MAX_CONNECTIONS):
         self.app = app
+        self.max_connections = max_connections
+        self.active = 0
         self.max_body = max_body
         self.idle_timeout = idle_timeout
         self.read_timeout = read_timeout
@@ -70,14 +77,21 @@ class HTTPServer:
             peer = stream.extra(SocketAttribute.remote_address, ("?", 0))
         except Exception:
             peer = ("?", 0)
+        self.active += 1
         try:
             async with stream:
+                if self.active > self.max_connections:
+                    with anyio.move_on_after(1):
+                        await stream.send(BUSY)
+                    return
                 await self._serve(stream, peer)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError,
                 OSError, TimeoutError):
             pass
         except Exception:
             self._guard.failed()
+        finally:
+            self.active -= 1
 
     async def _serve(self, stream, peer) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADERS)
