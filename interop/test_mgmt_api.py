@@ -510,3 +510,26 @@ def test_the_default_exchange_by_its_api_name(api):
         "name": "", "vhost": "/", "type": "direct", "durable": True, "auto_delete": False,
         "internal": False}
     assert all("vhost" in x for x in api.get("/api/queues?page=1&page_size=5")[1]["items"])
+
+
+def test_exchange_to_exchange_bindings(api, broker):
+    src, dst = broker.name("e2e-src"), broker.name("e2e-dst")
+    for name in (src, dst):
+        api.call("PUT", f"/api/exchanges/%2F/{name}", {"type": "direct", "durable": False})
+    try:
+        status, _, hdrs = api.call("POST", f"/api/bindings/%2F/e/{src}/e/{dst}",
+                                   {"routing_key": "r k", "arguments": {}})
+        assert (status, hdrs["location"]) == (201, f"{dst}/r%2Bk")
+        (b,) = api.get(f"/api/bindings/%2F/e/{src}/e/{dst}")[1]
+        assert (b["destination_type"], b["routing_key"], b["properties_key"]) == (
+            "exchange", "r k", "r+k")
+        assert [x["source"] for x in api.get(f"/api/exchanges/%2F/{dst}/bindings/destination"
+                                             )[1]] == [src]
+        assert api.call("DELETE", f"/api/bindings/%2F/e/{src}/e/{dst}/r%2Bk")[0] == 204
+        assert api.get(f"/api/bindings/%2F/e/{src}/e/{dst}")[1] == []
+        # RabbitMQ 3.10 crashes on a destination kind other than q and e (500)
+        assert api.get(f"/api/bindings/%2F/e/{src}/x/{dst}")[0] == (
+            500 if broker.kind == "rabbitmq" else 404)
+    finally:
+        for name in (src, dst):
+            api.call("DELETE", f"/api/exchanges/%2F/{name}")

@@ -225,7 +225,7 @@ def bind(ctx: Context, vhost: str, source: str, kind: str, dest: str):
         raise bad_request("routing_key: expected a string")
     ctx.admin.bind(vhost, _ex(source), dest, _KIND[kind], key, args)
     return Created(f"{urllib.parse.quote(dest, safe='')}/"
-                   f"{urllib.parse.quote(properties_key(key, args), safe='~+')}")
+                   f"{urllib.parse.quote(properties_key(key, args), safe='~')}")
 
 
 def _one(ctx, vhost, source, kind, dest, props) -> dict:
