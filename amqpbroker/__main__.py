@@ -78,11 +78,26 @@ def _start_error_text(e: config_mod.StartError, args) -> str:
         flag = "--host"
     elif e.key == "listen.port" and args.port is not None:
         flag = "--port"
+    elif e.key == "management.port" and args.management_port is not None:
+        flag = "--management-port"
     elif e.key == "storage.path" and args.data_dir is not None:
         flag = "--data-dir"
     if flag:
         return f"{flag}: {e.message}"
     return f"{args.config}: {e}" if args.config else str(e)
+
+
+def _management_port(text: str) -> int | None:
+    if text == "off":
+        return None
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise config_mod.ConfigError(f"--management-port: expected 0..65535 or off, got "
+                                     f"{text!r}")
+    return port
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                                                        "overrides listen.hosts")
     serve.add_argument("--port", type=int, help="listen port (0 = a free port); overrides "
                                                 "listen.port")
+    serve.add_argument("--management-port", metavar="PORT|off",
+                       help="management HTTP API port (0 = a free port, off = none); "
+                            "overrides management.port")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--data-dir", help="data directory; overrides storage.path")
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
@@ -122,9 +140,12 @@ def main(argv: list[str] | None = None) -> int:
             if not 0 <= args.port <= 65535:
                 raise config_mod.ConfigError(f"--port: expected 0..65535, got {args.port}")
             listen["port"] = args.port
+        management = {}
+        if args.management_port is not None:
+            management["port"] = _management_port(args.management_port)
         if args.data_dir is not None and not args.data_dir:
             raise config_mod.ConfigError("--data-dir: expected a directory path, got ''")
-        cfg = config_mod.replace(cfg, listen=listen,
+        cfg = config_mod.replace(cfg, listen=listen, management=management,
                                  server={"log_level": args.log_level} if args.log_level else {},
                                  storage={"path": args.data_dir} if args.data_dir else {})
     except config_mod.ConfigError as e:

@@ -33,6 +33,7 @@ class Broker:
         # message rates of every counted object, on the scheduler (the server starts it)
         self.sampler = metrics.RateSampler(self.scheduler, lambda: metrics.broker_objects(self))
         self.memory_alarm = False
+        self.listeners: list = []   # (protocol, address, port) bound: the server sets them
         try:
             recovered = self.store.recover()
             for vh in self.vhosts.values():

@@ -17,15 +17,16 @@ import typing
 
 from . import limits, passwords, policies, yamlfile
 from .configschema import (TLS, BindingDefinition, Config, Definitions, ExchangeDefinition,
-                           Limits, Listen, Permission, QueueDefinition, Server, Storage,
-                           TopicPermission, User, VHost, VHostSpec)
+                           Limits, Listen, Management, ManagementTLS, Permission,
+                           QueueDefinition, Server, Storage, TopicPermission, User, VHost,
+                           VHostSpec)
 from .exchanges import EXCHANGE_TYPES
 
 __all__ = ["ConfigError", "StartError", "load", "from_dict", "replace", "check_hosts",
-           "check_listen", "SHORTSTR", "MAX_VALUES",
+           "check_listen", "check_management", "SHORTSTR", "MAX_VALUES",
            # the schema (configschema.py), for callers of config.Config and the like
-           "Config", "Server", "Listen", "TLS", "Limits", "Storage", "User", "Permission",
-           "VHost", "TopicPermission", "check_regex",
+           "Config", "Server", "Listen", "TLS", "Management", "ManagementTLS", "Limits",
+           "Storage", "User", "Permission", "VHost", "TopicPermission", "check_regex",
            "Definitions", "ExchangeDefinition", "QueueDefinition", "BindingDefinition"]
 
 
@@ -164,6 +165,8 @@ _CHECKS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
                           "one of none, peer, require"),
     "listen.tls.min_version": (lambda v: v in ("tlsv1.2", "tlsv1.3"),
                                "one of tlsv1.2, tlsv1.3"),
+    "management.port": (lambda v: 0 <= v <= 65535, "an integer 0..65535"),
+    "management.hosts[]": (_is_host, "an IP address or a host name"),
     "storage.path": (lambda v: v != "" and "\0" not in v, "a directory path"),
     "auth_mechanisms[]": (lambda v: v in ("PLAIN", "AMQPLAIN", "EXTERNAL", "ANONYMOUS"),
                           "one of PLAIN, AMQPLAIN, EXTERNAL, ANONYMOUS"),
@@ -185,6 +188,13 @@ _CHECKS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
     "definitions.bindings[].routing_key": (lambda v: _nbytes(v, 0),
                                            f"a routing key of 0..{SHORTSTR} bytes"),
 }
+
+# management.tls has listen.tls's keys and rules
+_CHECKS.update({"management." + k[len("listen."):]: v for k, v in list(_CHECKS.items())
+                if k.startswith("listen.tls.")})
+
+
+check_arguments = _check_table  # (table, path): what definitions and the HTTP API take
 
 
 def _type_name(tp: typing.Any) -> str:
@@ -333,6 +343,16 @@ def check_listen(listen: Listen, port_key: str = "listen.port") -> None:
                           f"certificates against (verify is {listen.tls.verify})")
 
 
+def check_management(m: Management) -> None:
+    """As check_listen, but both listeners may be off (no management API at all)."""
+    if m.tls is not None and m.tls.port is not None and m.tls.port == m.port and m.port != 0:
+        raise ConfigError(f"management.tls.port: expected a port other than management.port, "
+                          f"got {m.tls.port}")
+    if m.tls is not None and m.tls.verify != "none" and m.tls.cafile is None:
+        raise ConfigError(f"management.tls.cafile: expected a CA file to check client "
+                          f"certificates against (verify is {m.tls.verify})")
+
+
 def from_dict(data: typing.Any, lines: dict | None = None) -> Config:
     """Validate parsed YAML; ``lines`` (key path -> line, from yamlfile) lets a duplicate
     name the lines of both."""
@@ -342,6 +362,8 @@ def from_dict(data: typing.Any, lines: dict | None = None) -> Config:
     cfg = _build(Config, data, "")
     check_hosts(cfg.listen.hosts, "listen.hosts", lines)
     check_listen(cfg.listen)
+    check_hosts(cfg.management.hosts, "management.hosts", lines)
+    check_management(cfg.management)
     _duplicates(cfg.vhosts, "vhosts", "vhost", lines)
     _duplicates([u.name for u in cfg.users], "users", "user", lines, ".name")
     _duplicates([(p.user, p.vhost) for p in cfg.permissions], "permissions",

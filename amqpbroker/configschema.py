@@ -29,6 +29,23 @@ class Listen:
 
 
 @dataclass(frozen=True)
+class ManagementTLS(TLS):
+    """HTTPS for the management API: listen.tls's keys, RabbitMQ's management.ssl.port."""
+
+    port: int | None = 15671
+
+
+@dataclass(frozen=True)
+class Management:
+    """The management HTTP API (RabbitMQ's, issue 12) on its own listener: on by default,
+    on loopback only; ``port: null`` turns the plain HTTP listener off."""
+
+    hosts: tuple[str, ...] = ("127.0.0.1", "::1")
+    port: int | None = 15672
+    tls: ManagementTLS | None = None
+
+
+@dataclass(frozen=True)
 class Limits:
     frame_max: int = 131072      # RabbitMQ's proposals; smaller client values win
     channel_max: int = 2047
@@ -176,6 +193,7 @@ class Definitions:
 class Config:
     server: Server = field(default_factory=Server)
     listen: Listen = field(default_factory=Listen)
+    management: Management = field(default_factory=Management)
     limits: Limits = field(default_factory=Limits)
     storage: Storage = field(default_factory=Storage)
     vhosts: tuple[VHost, ...] = (VHost("/"),)   # plain strings work too

@@ -8,10 +8,11 @@ implicit bindings.  A per-vhost export leaves out users, vhosts and permissions 
 ``vhost`` keys, as RabbitMQ's.
 
 Import declares as a client would, through the vhost (same validation, same texts; an
-existing entity must be equivalent), in order: users, permissions, topic permissions,
-exchanges, queues, bindings.  Vhosts come from the configuration file: an unknown one is
-refused before anything changes.  Users and (topic) permissions go into the running broker
-only (the configuration file stays the source at start)."""
+existing entity must be equivalent), in order: vhosts, users, permissions, topic
+permissions, policies, exchanges, queues, bindings.  A full import creates the vhosts it
+lists (``Broker.add_vhost``, as RabbitMQ's); an item naming a vhost that neither exists
+nor is listed is refused before anything changes.  Vhosts, users and (topic) permissions
+go into the running broker only (the configuration file stays the source at start)."""
 from __future__ import annotations
 
 import re
@@ -136,14 +137,23 @@ def apply(broker, defs: dict, vhost: str | None = None) -> None:
     if not isinstance(defs, dict):
         raise DefinitionsError("definitions: not an object")
     default = vhost if vhost is not None else "/"
-    for key in ("vhosts", "queues", "exchanges", "bindings", "permissions",
-                "topic_permissions", "policies", "operator_policies"):
+    listed = set()
+    if vhost is None:
+        for i, item in enumerate(_items(defs, "vhosts")):
+            name = item.get("name")
+            if not isinstance(name, str) or not 1 <= len(name.encode("utf-8", "replace")) \
+                    <= 255:
+                raise DefinitionsError(f"vhosts[{i}]: expected a name of 1..255 bytes")
+            listed.add(name)
+    for key in ("queues", "exchanges", "bindings", "permissions", "topic_permissions",
+                "policies", "operator_policies"):
         for i, item in enumerate(_items(defs, key)):
-            name = item.get("name") if key == "vhosts" else item.get("vhost", default)
-            if name not in broker.vhosts:
+            name = item.get("vhost", default)
+            if name not in broker.vhosts and name not in listed:
                 raise DefinitionsError(
-                    f"{key}[{i}]: vhost '{name}' is not configured (vhosts come from the "
-                    "configuration file)")
+                    f"{key}[{i}]: vhost '{name}' does not exist (nor is it in vhosts)")
+    for name in sorted(listed):
+        broker.add_vhost(name)
     path = ""
     try:
         if vhost is None:

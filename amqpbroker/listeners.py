@@ -76,7 +76,9 @@ class Endpoint:
     hosts_key: str
     hosts: tuple[str, ...]
     port: int
-    tls: object = None   # config.TLS for amqps
+    tls: object = None   # config.TLS for amqps (https)
+    scheme: str = "amqp"  # amqp | http: the start-up line (conftest and bench parse
+                          # "listening on 127.0.0.1:PORT", the AMQP port's line)
 
 
 def endpoints(listen: Listen) -> list[Endpoint]:
@@ -87,6 +89,18 @@ def endpoints(listen: Listen) -> list[Endpoint]:
     if listen.tls is not None and listen.tls.port is not None:
         out.append(Endpoint("listen.tls.port", "listen.hosts", listen.hosts, listen.tls.port,
                             listen.tls))
+    return out
+
+
+def management_endpoints(m) -> list[Endpoint]:
+    """The management API's listeners (``config.Management``): HTTP and HTTPS, either off."""
+    out = []
+    if m.port is not None:
+        out.append(Endpoint("management.port", "management.hosts", m.hosts, m.port,
+                            scheme="http"))
+    if m.tls is not None and m.tls.port is not None:
+        out.append(Endpoint("management.tls.port", "management.hosts", m.hosts, m.tls.port,
+                            m.tls, scheme="http"))
     return out
 
 
@@ -113,8 +127,12 @@ async def bind(endpoint: Endpoint, startup_log: list) -> tuple[list, list[tuple[
                 addr = sub.extra(SocketAttribute.local_address)
                 port = addr[1]  # port 0: the others bind the port the first one got
                 shown = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
-                startup_log.append((logging.INFO, "listening on %s:%d%s",
-                                    (shown, addr[1], " (amqps)" if endpoint.tls else "")))
+                if endpoint.scheme == "amqp":
+                    startup_log.append((logging.INFO, "listening on %s:%d%s",
+                                        (shown, addr[1], " (amqps)" if endpoint.tls else "")))
+                else:
+                    startup_log.append((logging.INFO, "management API listening on %s://%s:%d/",
+                                        ("https" if endpoint.tls else "http", shown, addr[1])))
                 ports.append((addr[0], addr[1]))
             listeners.append(lst)
     except BaseException:

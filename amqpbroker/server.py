@@ -54,6 +54,8 @@ class Server:
         self.ports_of: dict[str, list] = {}   # by endpoint key: "listen.port", "listen.tls.port"
         self.tls: list = []   # the tls.ServerTLS of each amqps listener (SIGHUP reloads)
         self._listener = None
+        self._http_listener = None
+        self.http = None     # the management API's http.server.HTTPServer, once bound
         self.connections = listeners.Connections(self.broker)
 
     def _commit_definitions(self) -> None:
@@ -88,8 +90,47 @@ class Server:
             raise
         if not bound:  # (config.py refuses this: a listener off needs another one on)
             raise StartError("listen.port", "expected a port: every listener is off")
+        try:
+            http_bound = await self._listen_http()
+        except BaseException:
+            for lst in bound:
+                await lst.aclose()
+            self.ports.clear()
+            self.ports_of.clear()
+            raise
         self._listener = anyio.streams.stapled.MultiListener(bound) \
             if len(bound) > 1 else bound[0]
+        self._http_listener = anyio.streams.stapled.MultiListener(http_bound) \
+            if http_bound else None
+
+    async def _listen_http(self) -> list:
+        """The management API's listeners (management.port, management.tls.port): a port
+        in use is a StartError naming its key, as for listen.port."""
+        from .http.routes import management_app
+        from .http.server import HTTPServer
+        bound = []
+        try:
+            for endpoint in listeners.management_endpoints(self.config.management):
+                server_tls = tls.ServerTLS(endpoint.tls, "management.tls") \
+                    if endpoint.tls else None
+                subs, ports = await listeners.bind(endpoint, self._startup_log)
+                if server_tls is not None:
+                    subs = [tls.TLSListener(sub, server_tls) for sub in subs]
+                    self.tls.append(server_tls)
+                bound += subs
+                self.ports_of[endpoint.key] = ports
+        except BaseException:
+            for lst in bound:
+                await lst.aclose()
+            raise
+        # what /api/overview lists as "listeners"
+        self.broker.listeners = [
+            (proto, host, port) for key, proto in (
+                ("listen.port", "amqp"), ("listen.tls.port", "amqp/ssl"),
+                ("management.port", "http"), ("management.tls.port", "https"))
+            for host, port in self.ports_of.get(key, ())]
+        self.http = HTTPServer(management_app(self.broker))
+        return bound
 
     async def serve(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
         await self.listen()
@@ -101,6 +142,8 @@ class Server:
             tg.start_soon(self._ticker)
             tg.start_soon(self._flusher)
             tg.start_soon(self._memory_monitor)
+            if self._http_listener is not None:
+                tg.start_soon(self._serve_http, tg)
             task_status.started(self)
             try:
                 await multi.serve(self.connections.handle, task_group=tg)
@@ -109,6 +152,17 @@ class Server:
                     await self.shutdown()
                     await self.store.sync()  # a clean shutdown commits everything
                     self.store.close()
+
+    async def _serve_http(self, tg) -> None:
+        """The management API's accept loop; an accept that fails (out of file
+        descriptors) is logged and retried, never the end of the broker."""
+        guard = _Guard("the management API's listener")
+        while True:
+            try:
+                await self._http_listener.serve(self.http.handle, tg)
+            except Exception:
+                guard.failed()
+                await anyio.sleep(RETRY)
 
     async def _flusher(self) -> None:
         """Group commit: whenever the store has a batch, commit it (in a worker thread),

@@ -42,7 +42,8 @@ class BrokerProcess:
         offset = os.path.getsize(self.log_path)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "amqpbroker", "serve", "--host", "127.0.0.1", "--port",
-             str(self.port), "--data-dir", self.data, "--log-level", "info"],
+             str(self.port), "--management-port", "off", "--data-dir", self.data,
+             "--log-level", "info"],
             stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 30
         pattern = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")

@@ -25,6 +25,7 @@ import uuid
 import pytest
 
 REFERENCE_URL = os.environ.get("AMQP_REFERENCE_URL")
+REFERENCE_MGMT_URL = os.environ.get("AMQP_REFERENCE_MGMT_URL")   # http://127.0.0.1:15672/
 
 
 @dataclasses.dataclass
@@ -34,6 +35,7 @@ class Broker:
     host: str
     port: int
     process: subprocess.Popen | None = None
+    mgmt_url: str | None = None   # the management API: http://127.0.0.1:PORT/
 
     def name(self, prefix: str = "t") -> str:
         """A unique entity name, so tests sharing a broker never collide."""
@@ -43,14 +45,19 @@ class Broker:
 def start_amqpbroker(*args: str, timeout: float = 20.0,
                      data_dir: str | None = None) -> tuple[subprocess.Popen, int]:
     """Start ``python -m amqpbroker serve --port 0`` and wait for 'listening on HOST:PORT'.
-    Its data directory is ``data_dir`` (kept across restarts) or a fresh temporary one."""
+    Its data directory is ``data_dir`` (kept across restarts) or a fresh temporary one.
+    The management API is on a free port too (``--management-port 0`` unless the args
+    say otherwise; RabbitMQ holds 15672 here): ``proc.management_port``, or None."""
     if data_dir is None:
         data_dir = tempfile.mkdtemp(prefix="amqpbroker-test-")
     cmd = [sys.executable, "-m", "amqpbroker", "serve", "--port", "0", "--data-dir", data_dir,
-           *args]
+           *([] if "--management-port" in args else ["--management-port", "0"]), *args]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     deadline = time.monotonic() + timeout
     seen = []
+    port = None
+    want_http = "off" not in args[args.index("--management-port") + 1:][:1] \
+        if "--management-port" in args else True
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
         if not line:
@@ -59,7 +66,12 @@ def start_amqpbroker(*args: str, timeout: float = 20.0,
             continue
         seen.append(line)
         m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-        if m:
+        if m and port is None:
+            port = int(m.group(1))
+        h = re.search(r"management API listening on https?://127\.0\.0\.1:(\d+)/", line)
+        proc.management_port = int(h.group(1)) if h else getattr(proc, "management_port",
+                                                                  None)
+        if port is not None and (proc.management_port or not want_http):
             # keep draining stderr so the broker never blocks on a full pipe
             import threading
 
@@ -69,7 +81,7 @@ def start_amqpbroker(*args: str, timeout: float = 20.0,
                     del sink[:-500]
             threading.Thread(target=drain, daemon=True).start()
             proc.log_lines = seen  # type: ignore[attr-defined]
-            return proc, int(m.group(1))
+            return proc, port
     proc.kill()
     raise RuntimeError("amqpbroker did not start:\n" + "".join(seen))
 
@@ -86,7 +98,8 @@ def stop(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="session")
 def _amqpbroker():
     proc, port = start_amqpbroker()
-    yield Broker("amqpbroker", f"amqp://guest:guest@127.0.0.1:{port}/", "127.0.0.1", port, proc)
+    yield Broker("amqpbroker", f"amqp://guest:guest@127.0.0.1:{port}/", "127.0.0.1", port, proc,
+                 f"http://127.0.0.1:{proc.management_port}/")
     stop(proc)
 
 
@@ -105,7 +118,8 @@ def broker(request) -> Broker:
             if m:
                 pytest.skip(f"{mark}: {m.args[0] if m.args else m.kwargs.get('reason', '')}")
         u = urllib.parse.urlparse(REFERENCE_URL)
-        return Broker("rabbitmq", REFERENCE_URL, u.hostname or "127.0.0.1", u.port or 5672)
+        return Broker("rabbitmq", REFERENCE_URL, u.hostname or "127.0.0.1", u.port or 5672,
+                      mgmt_url=REFERENCE_MGMT_URL)
     return request.getfixturevalue("_amqpbroker")
 
 

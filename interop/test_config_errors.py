@@ -41,6 +41,7 @@ def serve(tmp_path, *args: str, flags: bool = True) -> str:
     if flags:
         more += [] if "--data-dir" in args else ["--data-dir", str(tmp_path / "data")]
         more += [] if "--port" in args else ["--port", "0"]
+        more += [] if "--management-port" in args else ["--management-port", "0"]
     return one_line(run("serve", *args, *more, cwd=tmp_path, timeout=20))
 
 
@@ -55,9 +56,9 @@ FILE_MISTAKES = [
     (b"limits:\n  frame_max: 12\n", "limits.frame_max: expected an integer >= 4096, got 12"),
     (b"listen:\n  hosts: []\n", "listen.hosts: expected at least one host"),
     (b"colour: blue\n",
-     "colour: unknown key (expected one of server, listen, limits, storage, vhosts, users, "
-     "permissions, topic_permissions, definitions, auth_mechanisms, ssl_cert_login_from, "
-     "anonymous_login_user)"),
+     "colour: unknown key (expected one of server, listen, management, limits, storage, "
+     "vhosts, users, permissions, topic_permissions, definitions, auth_mechanisms, "
+     "ssl_cert_login_from, anonymous_login_user)"),
     (b"definitions:\n  queues:\n    - {name: q, arguments: {x-max-length: -1}}\n",
      "definitions.queues[0]: PRECONDITION_FAILED - invalid arg 'x-max-length' for queue 'q' "
      "in vhost '/': {value_negative,-1}"),

@@ -20,8 +20,10 @@ import pytest
 from anyio.from_thread import start_blocking_portal
 
 from amqpbroker.admin import Admin
-from amqpbroker.config import Config, Listen, Storage
+from amqpbroker.config import Config, Listen, Storage, Management
 from amqpbroker.server import Server
+
+OFF = Management(port=None)  # the reference RabbitMQ here holds 15672
 
 pytestmark = [pytest.mark.amqpbroker_only("RabbitMQ has no poison pills"),
               pytest.mark.timeout(60)]
@@ -50,7 +52,7 @@ class InProcess:
 
 @pytest.fixture
 def inproc(tmp_path):
-    config = Config(listen=Listen(hosts=("127.0.0.1",), port=0),
+    config = Config(management=OFF, listen=Listen(hosts=("127.0.0.1",), port=0),
                     storage=Storage(backend="sqlite", path=str(tmp_path)))
     with start_blocking_portal() as portal:
         server = portal.call(Server, config)

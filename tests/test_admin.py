@@ -255,9 +255,13 @@ def test_per_vhost_definitions_and_refused_imports(b):
     fresh = broker()
     Admin(fresh).import_definitions(one, "other")   # into another vhost
     assert sorted(fresh.vhosts["other"].queues) == ["jobs"]
-    with pytest.raises(DefinitionsError, match="vhost 'nope' is not configured"):
+    with pytest.raises(DefinitionsError, match="vhost 'nope' does not exist"):
         Admin(fresh).import_definitions({"queues": [{"name": "z", "vhost": "nope"}]})
     assert "z" not in fresh.vhosts["/"].queues
+    # a full import creates the vhosts it lists, as RabbitMQ's (until the restart)
+    Admin(fresh).import_definitions({"vhosts": [{"name": "made"}],
+                                     "queues": [{"name": "z", "vhost": "made"}]})
+    assert list(fresh.vhosts["made"].queues) == ["z"]
     with pytest.raises(DefinitionsError, match=r"queues\[1\]: inequivalent arg 'durable'"):
         Admin(fresh).import_definitions({"queues": [
             {"name": "new", "vhost": "/"}, {"name": "jobs", "vhost": "other", "durable": False,

@@ -22,17 +22,18 @@ LAYERS = ["errors", "access", "limits", "passwords", "metrics", "scheduler", "va
           "dedup", "confirms",
           "queues", "store", "queuetimers", "dlx", "delayset", "delayed", "dedupex", "vhost",
           "broker",
-          "definitions", "adminpolicies", "admin",
+          "definitions", "adminviews", "adminaccounts", "adminpolicies", "admin",
           "content", "delivery", "replyto", "publish", "transactions", "topology",
           "channel", "heartbeat", "auth", "handshake", "connection", "listeners", "tls",
-          "server", "__main__", "testing", "pytest_plugin"]
+          "prometheus", "http", "server", "__main__", "testing", "pytest_plugin"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
-ANYIO_ALLOWED = {"listeners", "tls", "server", "store.sqlite", "testing"}
+ANYIO_ALLOWED = {"listeners", "tls", "http.server", "server", "store.sqlite", "testing"}
 NO_PAMQP = {"filterops", "filterpolicy", "access", "limits", "passwords", "metrics", "scheduler",
             "auth", "topictrie", "exchanges", "confirms", "dedup", "dedupex",
-            "queues", "policies", "vhost", "broker", "definitions", "admin"}
-PACKAGES = {"store", "queues", "exchanges"}  # one layer each, whatever modules they hold
+            "queues", "policies", "vhost", "broker", "definitions", "adminviews",
+            "adminaccounts", "admin"}
+PACKAGES = {"store", "queues", "exchanges", "http"}  # one layer each, whatever modules they hold
 PACKAGE_ATTRIBUTES = {"__version__"}  # defined in amqpbroker/__init__.py, importable by all
 
 

@@ -11,11 +11,13 @@ import pytest
 from pamqp import commands as C
 
 from amqpbroker import tls as tls_mod
-from amqpbroker.config import TLS, Config, Limits, Listen, Storage
+from amqpbroker.config import TLS, Config, Limits, Listen, Storage, Management
 from amqpbroker.server import Server
 
 from .test_server_tasks import RawClient, serves
 from .tlscerts import CA
+
+OFF = Management(port=None)  # the reference RabbitMQ here holds 15672
 
 
 @pytest.fixture
@@ -46,7 +48,7 @@ async def amqps(port: int, ctx: ssl.SSLContext, host: str = "localhost") -> RawC
 
 def run_tls(tmp_path, server_cert, scenario, **tls) -> None:
     certfile, keyfile = server_cert
-    config = Config(listen=Listen(hosts=("127.0.0.1", "::1"), port=0,
+    config = Config(management=OFF, listen=Listen(hosts=("127.0.0.1", "::1"), port=0,
                                   tls=TLS(certfile=certfile, keyfile=keyfile, port=0, **tls)),
                     storage=Storage(backend="memory"),
                     limits=Limits(memory_high_watermark_bytes=1 << 30))

@@ -391,8 +391,7 @@ def test_admin_lists_topic_permissions_to_administrators():
     ({"user": "nobody", "vhost": "/", "exchange": "t", "write": "", "read": ""},
      "topic_permissions[0]: no user 'nobody'"),
     ({"user": USER, "vhost": "v9", "exchange": "t", "write": "", "read": ""},
-     "topic_permissions[0]: vhost 'v9' is not configured (vhosts come from the "
-     "configuration file)"),
+     "topic_permissions[0]: vhost 'v9' does not exist (nor is it in vhosts)"),
     ({"user": USER, "vhost": "/", "exchange": "t", "write": ""},
      "topic_permissions[0]: malformed (KeyError: 'read')"),
     ({"user": USER, "vhost": "/", "exchange": "t", "write": 1, "read": ""},
