@@ -80,6 +80,8 @@ def _start_error_text(e: config_mod.StartError, args) -> str:
         flag = "--port"
     elif e.key == "management.port" and args.management_port is not None:
         flag = "--management-port"
+    elif e.key == "prometheus.port" and args.prometheus_port is not None:
+        flag = "--prometheus-port"
     elif e.key == "storage.path" and args.data_dir is not None:
         flag = "--data-dir"
     if flag:
@@ -87,7 +89,7 @@ def _start_error_text(e: config_mod.StartError, args) -> str:
     return f"{args.config}: {e}" if args.config else str(e)
 
 
-def _management_port(text: str) -> int | None:
+def _http_port(text: str, flag: str = "--management-port") -> int | None:
     if text == "off":
         return None
     try:
@@ -95,8 +97,7 @@ def _management_port(text: str) -> int | None:
     except ValueError:
         port = -1
     if not 0 <= port <= 65535:
-        raise config_mod.ConfigError(f"--management-port: expected 0..65535 or off, got "
-                                     f"{text!r}")
+        raise config_mod.ConfigError(f"{flag}: expected 0..65535 or off, got {text!r}")
     return port
 
 
@@ -118,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--management-port", metavar="PORT|off",
                        help="management HTTP API port (0 = a free port, off = none); "
                             "overrides management.port")
+    serve.add_argument("--prometheus-port", metavar="PORT|off",
+                       help="Prometheus /metrics port (0 = a free port, off = none); "
+                            "overrides prometheus.port")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--data-dir", help="data directory; overrides storage.path")
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
@@ -140,12 +144,14 @@ def main(argv: list[str] | None = None) -> int:
             if not 0 <= args.port <= 65535:
                 raise config_mod.ConfigError(f"--port: expected 0..65535, got {args.port}")
             listen["port"] = args.port
-        management = {}
+        management, prom = {}, {}
         if args.management_port is not None:
-            management["port"] = _management_port(args.management_port)
+            management["port"] = _http_port(args.management_port)
+        if args.prometheus_port is not None:
+            prom["port"] = _http_port(args.prometheus_port, "--prometheus-port")
         if args.data_dir is not None and not args.data_dir:
             raise config_mod.ConfigError("--data-dir: expected a directory path, got ''")
-        cfg = config_mod.replace(cfg, listen=listen, management=management,
+        cfg = config_mod.replace(cfg, listen=listen, management=management, prometheus=prom,
                                  server={"log_level": args.log_level} if args.log_level else {},
                                  storage={"path": args.data_dir} if args.data_dir else {})
     except config_mod.ConfigError as e:

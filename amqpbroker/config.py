@@ -18,14 +18,15 @@ import typing
 from . import limits, passwords, policies, yamlfile
 from .configschema import (TLS, BindingDefinition, Config, Definitions, ExchangeDefinition,
                            Limits, Listen, Management, ManagementTLS, Permission,
-                           QueueDefinition, Server, Storage, TopicPermission, User, VHost,
-                           VHostSpec)
+                           Prometheus, QueueDefinition, Server, Storage, TopicPermission,
+                           User, VHost, VHostSpec)
 from .exchanges import EXCHANGE_TYPES
 
 __all__ = ["ConfigError", "StartError", "load", "from_dict", "replace", "check_hosts",
            "check_listen", "check_management", "SHORTSTR", "MAX_VALUES",
            # the schema (configschema.py), for callers of config.Config and the like
-           "Config", "Server", "Listen", "TLS", "Management", "ManagementTLS", "Limits",
+           "Config", "Server", "Listen", "TLS", "Management", "ManagementTLS", "Prometheus",
+           "Limits",
            "Storage", "User", "Permission", "VHost", "TopicPermission", "check_regex",
            "Definitions", "ExchangeDefinition", "QueueDefinition", "BindingDefinition"]
 
@@ -167,6 +168,8 @@ _CHECKS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
                                "one of tlsv1.2, tlsv1.3"),
     "management.port": (lambda v: 0 <= v <= 65535, "an integer 0..65535"),
     "management.hosts[]": (_is_host, "an IP address or a host name"),
+    "prometheus.port": (lambda v: 0 <= v <= 65535, "an integer 0..65535"),
+    "prometheus.hosts[]": (_is_host, "an IP address or a host name"),
     "storage.path": (lambda v: v != "" and "\0" not in v, "a directory path"),
     "auth_mechanisms[]": (lambda v: v in ("PLAIN", "AMQPLAIN", "EXTERNAL", "ANONYMOUS"),
                           "one of PLAIN, AMQPLAIN, EXTERNAL, ANONYMOUS"),
@@ -363,6 +366,7 @@ def from_dict(data: typing.Any, lines: dict | None = None) -> Config:
     check_hosts(cfg.listen.hosts, "listen.hosts", lines)
     check_listen(cfg.listen)
     check_hosts(cfg.management.hosts, "management.hosts", lines)
+    check_hosts(cfg.prometheus.hosts, "prometheus.hosts", lines)
     check_management(cfg.management)
     _duplicates(cfg.vhosts, "vhosts", "vhost", lines)
     _duplicates([u.name for u in cfg.users], "users", "user", lines, ".name")

@@ -46,6 +46,15 @@ class Management:
 
 
 @dataclass(frozen=True)
+class Prometheus:
+    """RabbitMQ's Prometheus endpoint (rabbitmq_prometheus: ``/metrics``, no login) on
+    its own listener: on by default, on loopback only; ``port: null`` turns it off."""
+
+    hosts: tuple[str, ...] = ("127.0.0.1", "::1")
+    port: int | None = 15692
+
+
+@dataclass(frozen=True)
 class Limits:
     frame_max: int = 131072      # RabbitMQ's proposals; smaller client values win
     channel_max: int = 2047
@@ -194,6 +203,7 @@ class Config:
     server: Server = field(default_factory=Server)
     listen: Listen = field(default_factory=Listen)
     management: Management = field(default_factory=Management)
+    prometheus: Prometheus = field(default_factory=Prometheus)
     limits: Limits = field(default_factory=Limits)
     storage: Storage = field(default_factory=Storage)
     vhosts: tuple[VHost, ...] = (VHost("/"),)   # plain strings work too

@@ -104,6 +104,14 @@ def management_endpoints(m) -> list[Endpoint]:
     return out
 
 
+def prometheus_endpoints(p) -> list[Endpoint]:
+    """The Prometheus endpoint's listener (``config.Prometheus``), or none."""
+    if p.port is None:
+        return []
+    return [Endpoint("prometheus.port", "prometheus.hosts", p.hosts, p.port,
+                     scheme="prometheus")]
+
+
 async def bind(endpoint: Endpoint, startup_log: list) -> tuple[list, list[tuple[str, int]]]:
     """Bind every host of one endpoint, before any task starts: a host that cannot be
     bound or a port in use is a StartError naming ``<hosts_key>[i]`` or ``<key>``; what
@@ -131,7 +139,9 @@ async def bind(endpoint: Endpoint, startup_log: list) -> tuple[list, list[tuple[
                     startup_log.append((logging.INFO, "listening on %s:%d%s",
                                         (shown, addr[1], " (amqps)" if endpoint.tls else "")))
                 else:
-                    startup_log.append((logging.INFO, "management API listening on %s://%s:%d/",
+                    what = "Prometheus metrics" if endpoint.scheme == "prometheus" \
+                        else "management API"
+                    startup_log.append((logging.INFO, f"{what} listening on %s://%s:%d/",
                                         ("https" if endpoint.tls else "http", shown, addr[1])))
                 ports.append((addr[0], addr[1]))
             listeners.append(lst)

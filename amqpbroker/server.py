@@ -56,6 +56,8 @@ class Server:
         self._listener = None
         self._http_listener = None
         self.http = None     # the management API's http.server.HTTPServer, once bound
+        self._metrics_listener = None
+        self.metrics_http = None   # the Prometheus endpoint's, once bound
         self.connections = listeners.Connections(self.broker)
 
     def _commit_definitions(self) -> None:
@@ -92,6 +94,12 @@ class Server:
             raise StartError("listen.port", "expected a port: every listener is off")
         try:
             http_bound = await self._listen_http()
+            try:
+                metrics_bound = await self._listen_prometheus()
+            except BaseException:
+                for lst in http_bound:
+                    await lst.aclose()
+                raise
         except BaseException:
             for lst in bound:
                 await lst.aclose()
@@ -102,6 +110,21 @@ class Server:
             if len(bound) > 1 else bound[0]
         self._http_listener = anyio.streams.stapled.MultiListener(http_bound) \
             if http_bound else None
+        self._metrics_listener = anyio.streams.stapled.MultiListener(metrics_bound) \
+            if metrics_bound else None
+
+    async def _listen_prometheus(self) -> list:
+        """The Prometheus endpoint's listener (prometheus.port): a port in use is a
+        StartError naming it."""
+        from .http.prometheus_app import prometheus_app
+        from .http.server import HTTPServer
+        bound = []
+        for endpoint in listeners.prometheus_endpoints(self.config.prometheus):
+            subs, ports = await listeners.bind(endpoint, self._startup_log)
+            bound += subs
+            self.ports_of[endpoint.key] = ports
+        self.metrics_http = HTTPServer(prometheus_app(self.broker))
+        return bound
 
     async def _listen_http(self) -> list:
         """The management API's listeners (management.port, management.tls.port): a port
@@ -143,7 +166,11 @@ class Server:
             tg.start_soon(self._flusher)
             tg.start_soon(self._memory_monitor)
             if self._http_listener is not None:
-                tg.start_soon(self._serve_http, tg)
+                tg.start_soon(self._serve_http, tg, self._http_listener, self.http,
+                              "the management API's listener")
+            if self._metrics_listener is not None:
+                tg.start_soon(self._serve_http, tg, self._metrics_listener, self.metrics_http,
+                              "the Prometheus endpoint's listener")
             task_status.started(self)
             try:
                 await multi.serve(self.connections.handle, task_group=tg)
@@ -153,13 +180,13 @@ class Server:
                     await self.store.sync()  # a clean shutdown commits everything
                     self.store.close()
 
-    async def _serve_http(self, tg) -> None:
-        """The management API's accept loop; an accept that fails (out of file
-        descriptors) is logged and retried, never the end of the broker."""
-        guard = _Guard("the management API's listener")
+    async def _serve_http(self, tg, listener, http, what: str) -> None:
+        """An HTTP accept loop (management API, Prometheus); an accept that fails (out of
+        file descriptors) is logged and retried, never the end of the broker."""
+        guard = _Guard(what)
         while True:
             try:
-                await self._http_listener.serve(self.http.handle, tg)
+                await listener.serve(http.handle, tg)
             except Exception:
                 guard.failed()
                 await anyio.sleep(RETRY)

@@ -25,7 +25,8 @@ def _config(config, data_dir: str | None) -> Config:
     """A Config from a Config, a dict in the YAML file's shape, or None (the memory store);
     the listener on a free loopback port; with ``data_dir`` and no storage given, SQLite
     there.  The management API is off unless ``management`` is given, then on a free
-    loopback port too (``management_url``)."""
+    loopback port too (``management_url``); the same for ``prometheus``
+    (``prometheus_url``)."""
     if isinstance(config, Config):
         return config
     data = dict(config or {})
@@ -33,6 +34,8 @@ def _config(config, data_dir: str | None) -> Config:
     data["listen"] = {"hosts": ["127.0.0.1"], **data["listen"], "port": 0}
     data["management"] = {"hosts": ["127.0.0.1"], **data["management"], "port": 0} \
         if "management" in data else {"port": None}
+    data["prometheus"] = {"hosts": ["127.0.0.1"], **data["prometheus"], "port": 0} \
+        if "prometheus" in data else {"port": None}
     if "storage" not in data:
         data["storage"] = {"backend": "sqlite", "path": data_dir} if data_dir else \
             {"backend": "memory"}
@@ -47,6 +50,7 @@ class InProcessBroker:
         self.server: Server | None = None
         self.port = 0
         self.management_url: str | None = None   # with a management section in the config
+        self.prometheus_url: str | None = None   # with a prometheus section
         self._stopped: anyio.Event | None = None
         self._done = None
 
@@ -65,6 +69,8 @@ class InProcessBroker:
         self.port = next(p for host, p in self.server.ports if host == "127.0.0.1")
         http = self.server.ports_of.get("management.port") or [(None, None)]
         self.management_url = f"http://127.0.0.1:{http[0][1]}/" if http[0][1] else None
+        prom = self.server.ports_of.get("prometheus.port") or [(None, None)]
+        self.prometheus_url = f"http://127.0.0.1:{prom[0][1]}/metrics" if prom[0][1] else None
         self._stopped = self.portal.call(anyio.Event)
         self._done, _ = self.portal.start_task(self._run)
         return self

@@ -35,7 +35,7 @@ SCENARIOS = [
 def start_broker() -> tuple[subprocess.Popen, int]:
     data = tempfile.mkdtemp(prefix="amqpbroker-bench-")
     proc = subprocess.Popen([sys.executable, "-m", "amqpbroker", "serve", "--port", "0",
-                             "--management-port", "off",
+                             "--management-port", "off", "--prometheus-port", "off",
                              "--data-dir", data, "--log-level", "info"],
                             stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:

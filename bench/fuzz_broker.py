@@ -42,7 +42,7 @@ class BrokerProcess:
         offset = os.path.getsize(self.log_path)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "amqpbroker", "serve", "--host", "127.0.0.1", "--port",
-             str(self.port), "--management-port", "off", "--data-dir", self.data,
+             str(self.port), "--management-port", "off", "--prometheus-port", "off", "--data-dir", self.data,
              "--log-level", "info"],
             stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 30

@@ -40,7 +40,7 @@ def start_broker(*extra, durable: bool = False) -> tuple[subprocess.Popen, int]:
     cfg.write(f"storage: {storage}\nlimits: {{heartbeat: 0}}\n")
     cfg.close()
     proc = subprocess.Popen([sys.executable, "-m", "amqpbroker", "serve", "--config", cfg.name,
-                             "--port", "0", "--management-port", "off", "--log-level", "warning",
+                             "--port", "0", "--management-port", "off", "--prometheus-port", "off", "--log-level", "warning",
                              *extra],
                             stderr=subprocess.PIPE, text=True)
     # --log-level warning hides the "listening on" line: find the port from /proc instead

@@ -51,13 +51,17 @@ def start_amqpbroker(*args: str, timeout: float = 20.0,
     if data_dir is None:
         data_dir = tempfile.mkdtemp(prefix="amqpbroker-test-")
     cmd = [sys.executable, "-m", "amqpbroker", "serve", "--port", "0", "--data-dir", data_dir,
-           *([] if "--management-port" in args else ["--management-port", "0"]), *args]
+           *([] if "--management-port" in args else ["--management-port", "0"]),
+           *([] if "--prometheus-port" in args else ["--prometheus-port", "0"]), *args]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     deadline = time.monotonic() + timeout
     seen = []
     port = None
     want_http = "off" not in args[args.index("--management-port") + 1:][:1] \
         if "--management-port" in args else True
+    want_metrics = "off" not in args[args.index("--prometheus-port") + 1:][:1] \
+        if "--prometheus-port" in args else True
+    proc.prometheus_port = None  # type: ignore[attr-defined]
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
         if not line:
@@ -71,7 +75,11 @@ def start_amqpbroker(*args: str, timeout: float = 20.0,
         h = re.search(r"management API listening on https?://127\.0\.0\.1:(\d+)/", line)
         proc.management_port = int(h.group(1)) if h else getattr(proc, "management_port",
                                                                   None)
-        if port is not None and (proc.management_port or not want_http):
+        pm = re.search(r"Prometheus metrics listening on http://127\.0\.0\.1:(\d+)/", line)
+        if pm:
+            proc.prometheus_port = int(pm.group(1))
+        if port is not None and (proc.management_port or not want_http) and \
+                (proc.prometheus_port or not want_metrics):
             # keep draining stderr so the broker never blocks on a full pipe
             import threading
 

@@ -42,6 +42,7 @@ def serve(tmp_path, *args: str, flags: bool = True) -> str:
         more += [] if "--data-dir" in args else ["--data-dir", str(tmp_path / "data")]
         more += [] if "--port" in args else ["--port", "0"]
         more += [] if "--management-port" in args else ["--management-port", "0"]
+        more += [] if "--prometheus-port" in args else ["--prometheus-port", "0"]
     return one_line(run("serve", *args, *more, cwd=tmp_path, timeout=20))
 
 

@@ -20,10 +20,11 @@ import pytest
 from anyio.from_thread import start_blocking_portal
 
 from amqpbroker.admin import Admin
-from amqpbroker.config import Config, Listen, Storage, Management
+from amqpbroker.config import Config, Listen, Storage, Management, Prometheus
 from amqpbroker.server import Server
 
-OFF = Management(port=None)  # the reference RabbitMQ here holds 15672
+OFF = Management(port=None)  # the reference RabbitMQ here holds 15672 and 15692
+POFF = Prometheus(port=None)
 
 pytestmark = [pytest.mark.amqpbroker_only("RabbitMQ has no poison pills"),
               pytest.mark.timeout(60)]
@@ -52,7 +53,7 @@ class InProcess:
 
 @pytest.fixture
 def inproc(tmp_path):
-    config = Config(management=OFF, listen=Listen(hosts=("127.0.0.1",), port=0),
+    config = Config(management=OFF, prometheus=POFF, listen=Listen(hosts=("127.0.0.1",), port=0),
                     storage=Storage(backend="sqlite", path=str(tmp_path)))
     with start_blocking_portal() as portal:
         server = portal.call(Server, config)

@@ -284,7 +284,7 @@ def test_unapplicable_definitions_stop_serve(tmp_path):
     f.write_text(text)
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     res = subprocess.run([sys.executable, "-m", "amqpbroker", "serve", "--port", "0",
-                          "--management-port", "off",
+                          "--management-port", "off", "--prometheus-port", "off",
                           "--config", str(f), "--data-dir", str(tmp_path / "data")],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
     assert res.returncode == 2

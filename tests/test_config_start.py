@@ -13,18 +13,19 @@ import pytest
 
 from amqpbroker import __main__ as cli
 from amqpbroker import config
-from amqpbroker.config import Config, Listen, Storage, Management
+from amqpbroker.config import Config, Listen, Storage, Management, Prometheus
 from amqpbroker.message import Message
 from amqpbroker.server import Server
 from amqpbroker.store.sqlite import SQLiteStore
 
-OFF = Management(port=None)  # the reference RabbitMQ here holds 15672
+OFF = Management(port=None)  # the reference RabbitMQ here holds 15672 and 15692
+POFF = Prometheus(port=None)
 
 PERSISTENT = bytes([0x10, 0x00, 2])
 
 
 def cfg(path, hosts=("127.0.0.1",), port=0, **more) -> Config:
-    return Config(management=OFF, listen=Listen(hosts=tuple(hosts), port=port),
+    return Config(management=OFF, prometheus=POFF, listen=Listen(hosts=tuple(hosts), port=port),
                   storage=Storage(backend="sqlite", path=str(path)), **more)
 
 

@@ -9,10 +9,11 @@ import pytest
 
 from amqpbroker import __main__ as cli
 from amqpbroker import config, listeners
-from amqpbroker.config import TLS, Config, Listen, Storage, Management
+from amqpbroker.config import TLS, Config, Listen, Storage, Management, Prometheus
 from amqpbroker.server import Server
 
-OFF = Management(port=None)  # the reference RabbitMQ here holds 15672
+OFF = Management(port=None)  # the reference RabbitMQ here holds 15672 and 15692
+POFF = Prometheus(port=None)
 
 TLS_OK = "  tls:\n    certfile: /etc/amqp/server.pem\n    keyfile: /etc/amqp/server.key\n"
 
@@ -80,7 +81,7 @@ def test_endpoints_of_the_plain_listener():
 
 
 def test_a_missing_certificate_is_refused_at_start_in_one_line(tmp_path):
-    conf = Config(management=OFF, listen=Listen(hosts=("127.0.0.1",), port=0,
+    conf = Config(management=OFF, prometheus=POFF, listen=Listen(hosts=("127.0.0.1",), port=0,
                                 tls=TLS(certfile=str(tmp_path / "c.pem"),
                                         keyfile=str(tmp_path / "k.pem"))),
                   storage=Storage(backend="memory"))

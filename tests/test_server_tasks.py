@@ -21,11 +21,12 @@ from pamqp import frame as pframe
 from pamqp import header as pheader
 from pamqp import body as pbody
 
-from amqpbroker.config import Config, Limits, Listen, Storage, Management
+from amqpbroker.config import Config, Limits, Listen, Storage, Management, Prometheus
 from amqpbroker.listeners import SHUTDOWN_TEXT
 from amqpbroker.server import Server
 
-OFF = Management(port=None)  # the reference RabbitMQ here holds 15672
+OFF = Management(port=None)  # the reference RabbitMQ here holds 15672 and 15692
+POFF = Prometheus(port=None)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -130,7 +131,7 @@ async def try_client(port: int) -> None:
 def run_server(tmp_path, scenario) -> None:
     """Start a Server on a free port, run ``scenario(server, port)``, then stop it; the
     server's own task group must not have ended by itself meanwhile."""
-    config = Config(management=OFF, listen=Listen(hosts=("127.0.0.1",), port=0),
+    config = Config(management=OFF, prometheus=POFF, listen=Listen(hosts=("127.0.0.1",), port=0),
                     storage=Storage(backend="sqlite", path=str(tmp_path)),
                     limits=Limits(memory_high_watermark_bytes=1 << 30))
 

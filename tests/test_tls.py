@@ -11,13 +11,14 @@ import pytest
 from pamqp import commands as C
 
 from amqpbroker import tls as tls_mod
-from amqpbroker.config import TLS, Config, Limits, Listen, Storage, Management
+from amqpbroker.config import TLS, Config, Limits, Listen, Storage, Management, Prometheus
 from amqpbroker.server import Server
 
 from .test_server_tasks import RawClient, serves
 from .tlscerts import CA
 
-OFF = Management(port=None)  # the reference RabbitMQ here holds 15672
+OFF = Management(port=None)  # the reference RabbitMQ here holds 15672 and 15692
+POFF = Prometheus(port=None)
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ async def amqps(port: int, ctx: ssl.SSLContext, host: str = "localhost") -> RawC
 
 def run_tls(tmp_path, server_cert, scenario, **tls) -> None:
     certfile, keyfile = server_cert
-    config = Config(management=OFF, listen=Listen(hosts=("127.0.0.1", "::1"), port=0,
+    config = Config(management=OFF, prometheus=POFF, listen=Listen(hosts=("127.0.0.1", "::1"), port=0,
                                   tls=TLS(certfile=certfile, keyfile=keyfile, port=0, **tls)),
                     storage=Storage(backend="memory"),
                     limits=Limits(memory_high_watermark_bytes=1 << 30))
