@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import datetime
 import importlib.util
+import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import pytest
 from kombu.transport.native_delayed_delivery import calculate_routing_key
@@ -217,7 +217,7 @@ def test_inspect_ping_cli(running):
         [sys.executable, "-m", "celery", "-A", running.module, "inspect", "ping",
          "-d", running.w.node, "--timeout", "5"],
         cwd=running.tmp_path, capture_output=True, text=True, timeout=30,
-        env={**__import__("os").environ, "PYTHONPATH": str(running.tmp_path)})
+        env={**os.environ, "PYTHONPATH": str(running.tmp_path)})
     assert out.returncode == 0, out.stdout + out.stderr
     assert "pong" in out.stdout and running.w.node in out.stdout
 
