@@ -56,6 +56,25 @@ def kombu_url(broker) -> str:
     return f"pyamqp://guest:guest@{broker.host}:{broker.port}//"
 
 
+# --------------------------------------------------------------------------- app modules
+
+
+def import_app_module(path: pathlib.Path):
+    """Import the app module a test wrote to ``path`` (its directory is on the workers'
+    PYTHONPATH, so they import the same file by name): the client side of the app."""
+    import importlib.util
+    name = path.stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def forget_app_module(module) -> None:
+    sys.modules.pop(module.__name__, None)
+
+
 # --------------------------------------------------------------------------- subprocesses
 
 
@@ -135,6 +154,26 @@ class Workers:
     def kill_all(self) -> None:
         for w in self.started:
             w.kill()
+
+
+@contextlib.contextmanager
+def restartable_broker(tmp_path: pathlib.Path):
+    """An amqpbroker process of the test's own on a data directory it keeps, with
+    ``restart(down_for=0)``: stop it (SIGTERM), wait, start it again on the same port."""
+    from conftest import Broker, start_amqpbroker, stop
+    data = str(tmp_path / "broker-data")
+    proc, port = start_amqpbroker(data_dir=data)
+    b = Broker("amqpbroker", f"amqp://guest:guest@127.0.0.1:{port}/", "127.0.0.1", port, proc)
+
+    def restart(down_for: float = 0.0) -> None:
+        stop(b.process)
+        time.sleep(down_for)
+        b.process, _ = start_amqpbroker("--port", str(port), data_dir=data)
+    b.restart = restart
+    try:
+        yield b
+    finally:
+        stop(b.process)
 
 
 # --------------------------------------------------------------------------- broker state

@@ -10,7 +10,6 @@ a worker start their own.
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import os
 import signal
 import socket
@@ -23,8 +22,9 @@ import pytest
 from kombu.transport.native_delayed_delivery import calculate_routing_key
 
 from conftest import REFERENCE_URL
-from frameworks_support import (TIMEOUT, Cleanup, Workers, kombu_url, queue_depth,
-                                reference_broker, wait_until)
+from frameworks_support import (TIMEOUT, Cleanup, Workers, forget_app_module, import_app_module,
+                                kombu_url, queue_depth, reference_broker, restartable_broker,
+                                wait_until)
 
 APP = '''
 import os, pathlib, time
@@ -110,11 +110,7 @@ class CeleryApp:
         (tmp_path / f"{self.module}.py").write_text(APP.format(
             prefix=self.prefix, state=str(self.state), url=kombu_url(broker),
             exchange_type=exchange_type, queue_args=queue_args or {}))
-        spec = importlib.util.spec_from_file_location(self.module,
-                                                      tmp_path / f"{self.module}.py")
-        self.mod = importlib.util.module_from_spec(spec)
-        sys.modules[self.module] = self.mod
-        spec.loader.exec_module(self.mod)
+        self.mod = import_app_module(tmp_path / f"{self.module}.py")
         self.app = self.mod.app
         self.workers = Workers(tmp_path)
         self.cleanup = Cleanup(broker)
@@ -139,7 +135,7 @@ class CeleryApp:
             self.workers.kill_all()
             self.app.close()
         finally:
-            sys.modules.pop(self.module, None)
+            forget_app_module(self.mod)
             self.cleanup.run()
 
 
@@ -209,6 +205,17 @@ def test_routing_to_custom_queue(running):
     # the same task sent explicitly to the default queue
     got = m.routed.apply_async(queue=running.prefix).get(timeout=TIMEOUT)
     assert got["routing_key"] == running.prefix
+
+
+def test_canvas_chain_and_group(running):
+    """A chain (each result the next task's first argument) and a group: every reply
+    comes back to this client's rpc:// queue."""
+    from celery import chain, group
+    m = running.mod
+    assert chain(m.add.s(1, 2), m.add.s(10), m.add.s(100)).apply_async().get(
+        timeout=TIMEOUT) == 113
+    assert group(m.add.s(i, i) for i in range(4)).apply_async().get(timeout=TIMEOUT) == [
+        0, 2, 4, 6]
 
 
 def test_inspect_ping_cli(running):
@@ -354,3 +361,30 @@ def test_native_delayed_delivery(broker, tmp_path):
         assert a.mod.add.delay(5, 6).get(timeout=TIMEOUT) == 11
     finally:
         a.close()
+
+
+@pytest.mark.amqpbroker_only("restarts the broker")
+def test_worker_reconnects_after_broker_restart_delayed_task_kept(tmp_path):
+    """A worker whose broker restarts reconnects by itself; the countdown task waiting in
+    the durable ``celery_delayed_*`` TTL queues (a persistent message) survives the
+    restart and still arrives on time, and so does a task published while the worker is
+    reconnecting."""
+    with restartable_broker(tmp_path) as b:
+        a = CeleryApp(b, tmp_path, exchange_type="topic", queue_args={"x-queue-type": "quorum"})
+        try:
+            w = a.worker("w1")
+            assert a.mod.add.delay(1, 1).get(timeout=TIMEOUT) == 2
+            t0 = time.time()
+            a.mod.record.apply_async(("delayed", 0), countdown=3)
+            time.sleep(0.3)
+            b.restart()
+            a.mod.record.delay("meanwhile", 0)
+            done = wait_until(lambda: (a.state / "delayed.done").exists()
+                              and (a.state / "meanwhile.done").exists(),
+                              what="both tasks after the restart")
+            assert done
+            assert (a.state / "delayed.done").stat().st_mtime - t0 >= 2.9
+            assert "Connection to broker lost" in w.output()
+            assert w.proc.poll() is None
+        finally:
+            a.close()

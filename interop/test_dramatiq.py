@@ -9,17 +9,15 @@ backends need Redis or Memcached.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import time
 
 import pika
 import pytest
 
 from conftest import REFERENCE_URL
-from frameworks_support import TIMEOUT, Cleanup, Workers, pika_channel, queue_depth, \
-    reference_broker, wait_until
+from frameworks_support import Cleanup, Workers, forget_app_module, import_app_module, \
+    pika_channel, queue_depth, reference_broker, wait_until
 
 APP = '''
 import json, os, pathlib, time
@@ -69,10 +67,7 @@ class DramatiqApp:
         self.state.mkdir()
         path = tmp_path / f"{self.module}.py"
         path.write_text(APP.format(prefix=self.prefix, state=str(self.state), url=broker.url))
-        spec = importlib.util.spec_from_file_location(self.module, path)
-        self.mod = importlib.util.module_from_spec(spec)
-        sys.modules[self.module] = self.mod
-        spec.loader.exec_module(self.mod)
+        self.mod = import_app_module(path)
         self.workers = Workers(tmp_path)
         self.cleanup = Cleanup(broker)
         for q in (self.prefix, self.prefix + ".DQ", self.prefix + ".XQ"):
@@ -89,7 +84,7 @@ class DramatiqApp:
             self.workers.kill_all()
             self.mod.broker.close()
         finally:
-            sys.modules.pop(self.module, None)
+            forget_app_module(self.mod)
             self.cleanup.run()
 
 

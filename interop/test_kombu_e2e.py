@@ -15,8 +15,8 @@ import pytest
 from kombu import Connection, Exchange, Producer, Queue
 from kombu.mixins import ConsumerMixin
 
-from conftest import Broker, start_amqpbroker, stop
-from frameworks_support import TIMEOUT, Cleanup, kombu_url, wait_until
+from conftest import stop
+from frameworks_support import TIMEOUT, Cleanup, kombu_url, restartable_broker, wait_until
 
 
 @pytest.fixture
@@ -132,18 +132,8 @@ def test_ensure_retries_after_channel_error(broker, cleanup):
 
 @pytest.fixture
 def own_broker(tmp_path):
-    """A broker of this test's own, on a data directory it keeps across restarts."""
-    data = str(tmp_path / "data")
-    proc, port = start_amqpbroker(data_dir=data)
-    b = Broker("amqpbroker", f"amqp://guest:guest@127.0.0.1:{port}/", "127.0.0.1", port, proc)
-
-    def restart(down_for: float = 0.0):
-        stop(b.process)
-        time.sleep(down_for)
-        b.process, _ = start_amqpbroker("--port", str(port), data_dir=data)
-    b.restart = restart
-    yield b
-    stop(b.process)
+    with restartable_broker(tmp_path) as b:
+        yield b
 
 
 @pytest.mark.amqpbroker_only("restarts the broker")
