@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REFERENCE_URL
 from frameworks_support import Cleanup, Workers, forget_app_module, import_app_module, \
-    pika_channel, queue_depth, reference_broker, wait_until
+    pika_channel, queue_depth, reference_broker, restartable_broker, wait_until
 
 APP = '''
 import json, os, pathlib, time
@@ -168,3 +168,32 @@ def test_priority_queue_declared_equivalently(app):
         with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
             ch.queue_declare(app.prefix, durable=True, arguments={"x-max-priority": 10})
     assert ei.value.reply_code == 406
+
+
+@pytest.mark.amqpbroker_only("restarts the broker")
+def test_worker_and_client_survive_a_broker_restart(tmp_path):
+    """The worker's consumers reconnect after the broker restarts; the delayed message it
+    held (unacked, from ``Q.DQ``) comes back to it from the durable queue and still runs
+    once, when due; the client's next send reconnects too."""
+    with restartable_broker(tmp_path) as b:
+        a = DramatiqApp(b, tmp_path)
+        try:
+            a.mod.broker.declare_queue(a.prefix)
+            w = a.workers.python("worker", "-m", "dramatiq", a.module, "--processes", "1",
+                                 "--threads", "1", "--worker-shutdown-timeout", "1000")
+            w.wait_for_output("Worker process is ready for action.")
+            a.mod.record.send("before", 0)
+            wait_until(lambda: a.runs("before"), what="the first run")
+            t0 = time.time()
+            a.mod.record.send_with_options(args=("delayed", 1), delay=2000)
+            time.sleep(0.3)        # taken by the worker from the delay queue, held
+            b.restart()
+            a.mod.record.send("after", 2)
+            wait_until(lambda: a.runs("after") and a.runs("delayed"),
+                       what=f"both runs after the restart:\n{w.output()[-3000:]}")
+            (delayed,) = a.runs("delayed")
+            assert delayed["t"] - t0 >= 1.95
+            time.sleep(0.3)
+            assert len(a.runs("after")) == 1 and len(a.runs("delayed")) == 1
+        finally:
+            a.close()
