@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import pytest
 from kombu.transport.native_delayed_delivery import calculate_routing_key
@@ -51,6 +52,7 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
     broker_connection_timeout=5,
+    broker_transport_options={{"confirm_publish": True}},   # every publish waits for its ack
     result_expires=60,
 )
 
@@ -170,6 +172,12 @@ def test_task_result_over_rpc_backend(running):
     assert results[0].state == "SUCCESS"
 
 
+def test_forty_tasks(running):
+    from celery import group
+    results = group(running.mod.add.s(i, 1) for i in range(40)).apply_async()
+    assert results.get(timeout=30) == list(range(1, 41))
+
+
 def test_countdown_and_eta(running):
     """A held ETA task does not block the ones behind it: the worker raises its prefetch
     with Basic.Qos while it holds the message (and lowers it again after)."""
@@ -276,8 +284,9 @@ def test_remote_control_add_consumer_and_events(running):
         assert ready.wait(TIMEOUT)
         reply = app.control.enable_events(reply=True, destination=[node], timeout=5)
         assert reply == [{node: {"ok": "task events enabled"}}]
-        r = running.mod.add.delay(20, 22)
-        task_id.append(r.id)
+        # the id is known before the send: the events can come before delay() returns
+        task_id.append(str(uuid.uuid4()))
+        r = running.mod.add.apply_async((20, 22), task_id=task_id[0])
         assert r.get(timeout=TIMEOUT) == 42
         t.join(TIMEOUT + 2)
         assert not errors, errors
