@@ -12,8 +12,8 @@ import logging
 
 import pytest
 from faststream import AckPolicy
-from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, RabbitMessage, \
-    RabbitQueue
+from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, \
+    RabbitMessage, RabbitQueue
 
 from frameworks_support import Cleanup, restartable_broker
 
@@ -223,6 +223,37 @@ async def test_error_policies(broker, names):
         assert sorted(await take(attempts, 3)) == [("nack", False), ("nack", True),
                                                    ("rej", "bad")]
         assert await take(dead_letters, 1) == ["bad"]
+
+
+async def test_quorum_queue_delivery_limit(broker, names):
+    """A quorum queue with ``x-delivery-limit: 2`` and a handler that always nacks with
+    requeue: three deliveries (``x-delivery-count`` 1 and 2 on the redeliveries), then the
+    message is dead-lettered with reason ``delivery_limit``."""
+    fs = new_broker(broker)
+    dlx = exchange(names, "fs-dlx", ExchangeType.FANOUT)
+    dead = queue(names, "fs-dead")
+    work = RabbitQueue(names.queue(broker.name("fs-quorum")), queue_type=QueueType.QUORUM,
+                       durable=True, arguments={"x-delivery-limit": 2,
+                                                "x-dead-letter-exchange": dlx.name})
+    deliveries: asyncio.Queue = asyncio.Queue()
+    dead_letters: asyncio.Queue = asyncio.Queue()
+
+    @fs.subscriber(work, ack_policy=AckPolicy.MANUAL)
+    async def always_nacks(body: str, msg: RabbitMessage) -> None:
+        await deliveries.put((msg.raw_message.redelivered, msg.headers.get("x-delivery-count")))
+        await msg.nack(requeue=True)
+
+    @fs.subscriber(dead, dlx)
+    async def on_dead(body: str, msg: RabbitMessage) -> None:
+        await dead_letters.put((body, msg.headers["x-death"]))
+
+    async with started(fs):
+        await fs.publish("again and again", queue=work)
+        assert await take(deliveries, 3) == [(False, None), (True, 1), (True, 2)]
+        ((body, deaths),) = await take(dead_letters, 1)
+    assert body == "again and again"
+    assert [(d["reason"], d["queue"], d["count"]) for d in deaths] == [
+        ("delivery_limit", work.name, 1)]
 
 
 @pytest.mark.amqpbroker_only("restarts the broker")
