@@ -12,7 +12,8 @@ import time
 
 import amqp.exceptions
 import pytest
-from kombu import Connection, Exchange, Producer, Queue
+from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu.common import Broadcast
 from kombu.mixins import ConsumerMixin
 
 from conftest import stop
@@ -105,6 +106,38 @@ def test_consumer_mixin_over_topic_exchange(broker, cleanup):
     assert by_queue[orders.name] == ["order.new", "order.paid"]
     assert by_queue[audit.name] == ["order.new", "order.paid", "user.login", "order.eu.new"]
     assert all(body == {"k": key} for _, key, body in worker.got)
+
+
+def test_broadcast_reaches_every_consumer(broker, cleanup):
+    """kombu's Broadcast (celery's pidbox pattern): a fanout exchange and one auto-delete
+    queue of a unique name per consumer, so every consumer gets its own copy."""
+    name = cleanup.exchange(broker.name("kbcast"))
+    with Connection(kombu_url(broker)) as pc, Connection(kombu_url(broker)) as a, \
+            Connection(kombu_url(broker)) as b:
+        got: dict[str, list] = {"a": [], "b": []}
+        consumers = []
+        for label, conn in (("a", a), ("b", b)):
+            q = Broadcast(name)           # a fresh bcast.<uuid> queue for each
+            c = Consumer(conn.channel(), queues=[q], accept=["json"],
+                         callbacks=[lambda body, m, label=label: (got[label].append(body),
+                                                                  m.ack())])
+            c.consume()
+            consumers.append((conn, c))
+        producer = Producer(pc.channel(), exchange=Broadcast(name).exchange)
+        for i in range(3):
+            producer.publish({"i": i})
+        deadline = time.monotonic() + TIMEOUT
+        while len(got["a"]) + len(got["b"]) < 6 and time.monotonic() < deadline:
+            for conn, _ in consumers:
+                try:
+                    conn.drain_events(timeout=0.05)
+                except socket.timeout:
+                    pass
+        queues = [c.queues[0].name for _, c in consumers]
+        for _, c in consumers:
+            c.cancel()
+    assert got == {"a": [{"i": 0}, {"i": 1}, {"i": 2}], "b": [{"i": 0}, {"i": 1}, {"i": 2}]}
+    assert len(set(queues)) == 2 and all(q.startswith("bcast.") for q in queues)
 
 
 def test_ensure_retries_after_channel_error(broker, cleanup):
