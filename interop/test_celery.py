@@ -80,7 +80,7 @@ def gives_up(self):
     raise self.retry(countdown=0.05, exc=ValueError("still failing"))
 
 
-@app.task(name="e2e.slow", bind=True, acks_late=True)
+@app.task(name="e2e.slow", bind=True, acks_late=True, reject_on_worker_lost=True)
 def slow(self, key, seconds):
     """Sleeps the first time only: a redelivered run finds the first run's file."""
     first = not any(STATE.glob(key + ".*.started"))
@@ -122,11 +122,11 @@ class CeleryApp:
                   self.prefix + ".ev"):
             self.cleanup.exchange(x)
 
-    def worker(self, name: str, *extra: str):
-        """Start ``celery worker`` (solo pool) and wait until it is ready."""
+    def worker(self, name: str, *extra: str, pool: str = "solo"):
+        """Start ``celery worker`` (solo pool unless told) and wait until it is ready."""
         node = f"{name}-{self.prefix}@{socket.gethostname()}"
         w = self.workers.start(name, [
-            sys.executable, "-m", "celery", "-A", self.module, "worker", "--pool=solo",
+            sys.executable, "-m", "celery", "-A", self.module, "worker", f"--pool={pool}",
             "-n", node, "--without-mingle", "--without-gossip", "-l", "info", *extra])
         w.node = node
         w.wait_for_output(f"{node} ready.")
@@ -313,6 +313,22 @@ def test_acks_late_task_redelivered_after_sigkill(capp):
     got = r.get(timeout=TIMEOUT)
     assert got == {"pid": second.proc.pid, "redelivered": True}
     assert queue_depth(capp.broker, capp.prefix) == 0
+
+
+def test_prefork_child_killed_task_rejected_and_redelivered(capp):
+    """Prefork pool: the pool child running an acks_late, reject_on_worker_lost task is
+    SIGKILLed; the worker rejects the message with requeue and it comes back, redelivered,
+    to a new child of the same worker. (The worker may notice the death only at its pool
+    maintenance tick, every 5 s, on either broker.)"""
+    w = capp.worker("w1", "-c", "1", pool="prefork")
+    r = capp.mod.slow.delay("p", 60)
+    started = wait_until(lambda: list(capp.state.glob("p.*.started")), what="the task to start")
+    child = int(started[0].name.split(".")[1])
+    assert child != w.proc.pid
+    os.kill(child, signal.SIGKILL)
+    got = r.get(timeout=TIMEOUT)
+    assert got["redelivered"] is True and got["pid"] not in (child, w.proc.pid)
+    assert "WorkerLostError" in w.output()
 
 
 def test_warm_shutdown_keeps_queued_tasks(capp):
