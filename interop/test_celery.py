@@ -353,6 +353,23 @@ def test_warm_shutdown_keeps_queued_tasks(capp):
         f"{k}.{s}" for k in keys for s in ("started", "done"))
 
 
+def test_task_priorities(broker, tmp_path):
+    """Task queues with ``x-max-priority``: tasks queued before a worker starts run
+    highest priority first (equal priorities in the order sent)."""
+    a = CeleryApp(broker, tmp_path, queue_args={"x-max-priority": 9})
+    try:
+        order = [("low", 1), ("high", 9), ("mid", 5), ("mid2", 5), ("none", None)]
+        results = [a.mod.record.apply_async((k, 0), priority=p) for k, p in order]
+        wait_until(lambda: queue_depth(broker, a.prefix) == len(order), what="queued tasks")
+        a.worker("w1")
+        for r in results:
+            r.get(timeout=TIMEOUT)
+        done = sorted(order, key=lambda kp: (a.state / f"{kp[0]}.done").stat().st_mtime_ns)
+        assert [k for k, _ in done] == ["high", "mid", "mid2", "low", "none"]
+    finally:
+        a.close()
+
+
 # --------------------------------------------------------------------------- native delayed delivery
 
 DELAYED = [f"celery_delayed_{level}" for level in range(28)] + ["celery_delayed_delivery"]
