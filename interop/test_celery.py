@@ -1,5 +1,6 @@
-"""celery end to end: real ``celery worker`` subprocesses (solo pool) against amqpbroker and
-RabbitMQ, results over the ``rpc://`` backend.
+"""celery end to end: real ``celery worker`` subprocesses (the solo pool, prefork for the pool
+child killed) against amqpbroker and RabbitMQ, results over the ``rpc://`` backend, every
+publish confirmed.
 
 Each app is a small module written to ``tmp_path`` with its own names (task queue, its
 exchange, the control exchange behind the pidbox, the event exchange), so tests sharing
