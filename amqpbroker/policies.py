@@ -151,8 +151,8 @@ def make(vhost: str, name: str, pattern, definition, priority=0, apply_to="all",
     allowed = OPERATOR_KEYS if operator else (*QUEUE_KEYS, *EXCHANGE_KEYS, *IGNORED_KEYS)
     unknown = sorted(k for k in definition if k not in allowed)
     if unknown:
-        raise PolicyError(f"[{', '.join(_tp(k) for k in unknown)}] are not recognised "
-                          f"{'operator ' if operator else ''}policy settings")
+        terms = ",".join("{%s,%s}" % (_tp(k), _tp(definition[k])) for k in unknown)
+        raise PolicyError(f"[{terms}] are not recognised policy settings")
     for key, value in definition.items():
         check = VALIDATE.get(key)
         if check is not None:

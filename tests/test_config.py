@@ -129,14 +129,15 @@ MISTAKES = [
      "unterminated subpattern at position 0)"),
     ("definitions:\n  operator_policies:\n"
      "    - {name: p, pattern: q, definition: {dead-letter-exchange: x}}\n",
-     'definitions.operator_policies[0]: [<<"dead-letter-exchange">>] are not recognised '
-     "operator policy settings"),
+     'definitions.operator_policies[0]: [{{<<"dead-letter-exchange">>,<<"x">>}}] are not '
+     "recognised policy settings"),
     ("definitions:\n  policies:\n    - {name: p, pattern: q, definition: {max-length: 1}}\n"
      "    - {name: p, pattern: r, definition: {max-length: 2}}\n",
      "definitions.policies[1].name: duplicate policy 'p' in vhost '/' (first "
      "definitions.policies[0])"),
     ("definitions:\n  policies:\n    - {name: p, pattern: q, definition: {max-priority: 5}}\n",
-     'definitions.policies[0]: [<<"max-priority">>] are not recognised policy settings'),
+     'definitions.policies[0]: [{{<<"max-priority">>,5}}] are not recognised policy '
+     "settings"),
     # duplicate keys (the YAML itself): the later line and the first
     ("limits:\n  heartbeat: 1\n  frame_max: 4096\n  heartbeat: 2\n",
      "limits.heartbeat: duplicate key at line 4 (first at line 2)"),

@@ -134,7 +134,7 @@ def test_new_queues_and_exchanges_take_existing_policies():
     ({"message-ttl": -5}, "-5 is not a valid message TTL"),
     ({"max-length": "ten"}, '<<"ten">> is not a valid maximum length'),
     ({"overflow": "drop-tail"}, '<<"drop-tail">> is not a valid overflow value'),
-    ({"x-max-priority": 3}, '[<<"x-max-priority">>] are not recognised policy settings'),
+    ({"x-max-priority": 3}, '[{<<"x-max-priority">>,3}] are not recognised policy settings'),
     ({}, "the definition must be a non-empty object"),
 ])
 def test_invalid_policies_name_the_problem(definition, text):

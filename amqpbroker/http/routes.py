@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import partial
 
 from . import api_node as n
+from . import api_runtime as r
 from . import api_topology as t
 from .app import App, Route
 
@@ -66,6 +67,23 @@ ROUTES = [
     _r("api/health/checks/node-is-quorum-critical", GET=n.single_node),
     _r("api/health/checks/node-is-mirror-sync-critical", GET=n.single_node),
     _r("api/aliveness-test/{vhost}", GET=n.aliveness),
+    _r("api/policies", GET=r.policies_all),
+    _r("api/policies/{vhost}", GET=r.policies_of),
+    _r("api/policies/{vhost}/{name}", GET=r.policy, PUT=r.put_policy, DELETE=r.delete_policy),
+    _r("api/operator-policies", GET=r.operator_policies_all),
+    _r("api/operator-policies/{vhost}", GET=r.operator_policies_of),
+    _r("api/operator-policies/{vhost}/{name}", GET=r.operator_policy,
+       PUT=r.put_operator_policy, DELETE=r.delete_operator_policy),
+    _r("api/topic-permissions", GET=r.topic_permissions),
+    _r("api/topic-permissions/{vhost}/{user}", False, GET=r.topic_permission,
+       PUT=r.put_topic_permission, DELETE=r.delete_topic_permission),
+    _r("api/vhost-limits", GET=r.vhost_limits),
+    _r("api/vhost-limits/{vhost}", False, GET=r.vhost_limits),
+    _r("api/vhost-limits/{vhost}/{name}", False, PUT=r.put_vhost_limit,
+       DELETE=r.delete_vhost_limit),
+    _r("api/user-limits", GET=r.user_limits),
+    _r("api/user-limits/{user}", GET=r.user_limits),
+    _r("api/user-limits/{user}/{name}", PUT=r.put_user_limit, DELETE=r.delete_user_limit),
 ]
 
 
