@@ -10,7 +10,7 @@ import logging
 import sys
 import tempfile
 
-from . import __version__, config as config_mod
+from . import __version__, config as config_mod, ctl
 # the broker's modules register the exchange types built above the config layer
 # (x-delayed-message in delayed.py), which config validation looks up by name
 from . import broker as _broker  # noqa: F401
@@ -127,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("file")
     sub.add_parser("perf", help="load test any AMQP 0-9-1 broker (amqpbroker perf --help)")
+    ctl.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "ctl":  # a client of a running broker: no configuration here
+        return ctl.main(args)
 
     try:
         if args.command == "check-config":

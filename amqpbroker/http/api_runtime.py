@@ -8,7 +8,9 @@ import html
 
 from .. import limits, policies
 from ..config import ConfigError, TopicPermission, check_regex
-from .app import Context, Created, HTTPError, admin_only, bad_request, not_found
+from .app import (Context, Created, HTTPError, admin_only, as_json, bad_request,
+                  not_found)
+from .server import Response
 
 
 def _invalid(text: str, escaped: bool = True) -> HTTPError:
@@ -192,3 +194,11 @@ def _limit_value(ctx: Context, name: str, keys: tuple[str, ...]) -> int:
         raise _invalid(f"{name} should be a number, actually was "
                        f"{policies._tp(value)}", False)
     return value
+
+
+# ---------------------------------------------------------------------- drain (ours)
+
+def drain(ctx: Context, vhost: str, name: str) -> Response:
+    """POST /api/queues/{vhost}/{name}/drain: one poison pill per consumer of the queue
+    (README, Poison-pill drain); not in RabbitMQ's API."""
+    return as_json({"pills": ctx.admin.drain(vhost, name)})

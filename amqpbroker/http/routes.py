@@ -67,6 +67,7 @@ ROUTES = [
     _r("api/health/checks/node-is-quorum-critical", GET=n.single_node),
     _r("api/health/checks/node-is-mirror-sync-critical", GET=n.single_node),
     _r("api/aliveness-test/{vhost}", GET=n.aliveness),
+    _r("api/queues/{vhost}/{name}/drain", POST=r.drain),
     _r("api/policies", GET=r.policies_all),
     _r("api/policies/{vhost}", GET=r.policies_of),
     _r("api/policies/{vhost}/{name}", GET=r.policy, PUT=r.put_policy, DELETE=r.delete_policy),
