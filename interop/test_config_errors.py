@@ -57,7 +57,8 @@ FILE_MISTAKES = [
     (b"limits:\n  frame_max: 12\n", "limits.frame_max: expected an integer >= 4096, got 12"),
     (b"listen:\n  hosts: []\n", "listen.hosts: expected at least one host"),
     (b"colour: blue\n",
-     "colour: unknown key (expected one of server, listen, management, limits, storage, "
+     "colour: unknown key (expected one of server, listen, management, prometheus, limits, "
+     "storage, "
      "vhosts, users, permissions, topic_permissions, definitions, auth_mechanisms, "
      "ssl_cert_login_from, anonymous_login_user)"),
     (b"definitions:\n  queues:\n    - {name: q, arguments: {x-max-length: -1}}\n",

@@ -375,7 +375,7 @@ def test_an_idle_connection_is_closed(broker):
     assert (http_server._guard.last, http_server._guard.repeats) == guard
 
 
-GARBAGE = [b"\x00\xff" * 50, b"GET / HTTP/9.9\r\n\r\n", b"GET /api/whoami HTTP/1.1\r\n\r\n",
+GARBAGE = [b"\x00\xff" * 50, b"GET /nothing HTTP/9.9\r\n\r\n", b"GET /api/whoami HTTP/1.1\r\n\r\n",
            b"POST /api/definitions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
            b"zz\r\n", b"GET /api/" + b"a/" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
            b"GET /api/whoami HTTP/1.1\r\nHost: x\r\nHost: y\r\nContent-Length: 1\r\n"
