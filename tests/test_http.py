@@ -88,6 +88,9 @@ def test_no_credentials_wrong_password_and_no_management_tag(broker):
     status, doc, r = call(broker, "GET", "/api/overview", auth=auth("guest", "nope"))
     assert (status, doc) == (401, {"error": "not_authorized", "reason": "Login failed"})
     assert r.getheader("www-authenticate")
+    status, doc, r = call(broker, "GET", "/api/overview", auth=auth("guest", "nope"),
+                          headers={"X-Requested-With": "XMLHttpRequest"})   # the console
+    assert status == 401 and r.getheader("www-authenticate") is None
     broker.call(broker.server.broker.add_user, "plain-user", "pw")
     status, doc, r = call(broker, "GET", "/api/overview", auth=auth("plain-user", "pw"))
     assert (status, doc) == (401, {"error": "not_authorised", "reason": "Not management user"})
@@ -462,3 +465,15 @@ def test_clients_past_the_connection_limit_get_503(broker):
         http_server.max_connections = before
     assert call(broker, "GET", "/api/whoami")[0] == 200
     assert http_server.active <= 1
+
+
+def test_the_console_files_are_served_without_a_login(broker):
+    status, body, r = call(broker, "GET", "/", auth=None)
+    assert status == 200 and r.getheader("content-type") == "text/html; charset=utf-8"
+    assert b'<script src="/console/console.js">' in body
+    for path, ctype in (("/console/console.js", "text/javascript"),
+                        ("/console/console.css", "text/css")):
+        status, body, r = call(broker, "GET", path, auth=None)
+        assert status == 200 and r.getheader("content-type").startswith(ctype) and body
+    assert call(broker, "POST", "/", auth=None)[0] == 405
+    assert call(broker, "GET", "/console/nothing.js", auth=None)[0] == 404

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .. import access, errors
 from ..admin import Admin
-from . import listing
+from . import console, listing
 from .server import Request, Response
 
 JSON = "application/json"
@@ -84,6 +84,10 @@ class App:
         self.routes = routes
 
     def __call__(self, req: Request) -> Response:
+        if not req.target.startswith("/api/"):
+            page = console.serve(req)   # the web console's files, no login
+            if page is not None:
+                return page
         try:
             return self._respond(req)
         except HTTPError as e:
@@ -133,26 +137,27 @@ class App:
         raise not_found()
 
     def _authenticate(self, req: Request):
-        """Basic auth with the AMQP rules: the password check, loopback-only users."""
+        """Basic auth with the AMQP rules: the password check, loopback-only users.  A
+        script's request (``X-Requested-With``, the console's) gets its 401 without
+        ``WWW-Authenticate``, so that a browser shows no login dialog of its own."""
+        challenge = [] if "x-requested-with" in req.headers else [("www-authenticate", REALM)]
         header = req.headers.get("authorization", "")
         scheme, _, cred = header.partition(" ")
         if scheme.lower() != "basic":
-            raise HTTPError(401, "", "", [("www-authenticate", REALM)])
+            raise HTTPError(401, "", "", challenge)
         try:
             name, sep, password = base64.b64decode(cred.strip(), validate=True) \
                 .decode("utf-8").partition(":")
         except (binascii.Error, ValueError):
             sep = ""
         if not sep:
-            raise HTTPError(401, "not_authorized", "Login failed",
-                            [("www-authenticate", REALM)])
+            raise HTTPError(401, "not_authorized", "Login failed", challenge)
         try:
             user = self.broker.authenticate(name, password, _loopback(req.peer))
         except errors.AccessRefusedHard:
             user = None
         if user is None:
-            raise HTTPError(401, "not_authorized", "Login failed",
-                            [("www-authenticate", REALM)])
+            raise HTTPError(401, "not_authorized", "Login failed", challenge)
         return user
 
     def _check_vhost(self, user, tags, vhost: str) -> None:
