@@ -83,3 +83,23 @@ def test_the_app_serves_metrics_and_nothing_else():
     assert ok.status == 200 and b"rabbitmq_identity_info" in ok.body
     assert app(Request("GET", "/api/overview", {})).status == 404
     assert app(Request("POST", "/metrics", {})).status == 405
+
+
+def test_many_queues_are_summed_in_steps_on_the_scheduler(monkeypatch):
+    import time
+    monkeypatch.setattr(prometheus, "SYNC_LIMIT", 3)
+    monkeypatch.setattr(prometheus, "STEP", 2)
+    b = Broker(Config())
+    c = connected(broker=b)
+    for i in range(5):
+        c.declare(1, f"q{i}")
+        c.publish(1, "", f"q{i}", b"m")
+    m = scrape(b)                                   # the first scrape sums them at once
+    assert value(m, "rabbitmq_queue_messages_ready") == 5
+    c.publish(1, "", "q0", b"m")
+    assert value(scrape(b), "rabbitmq_queue_messages_ready") == 5   # the last pass's
+    now = time.monotonic()
+    for step in range(3):                           # 5 queues, 2 a step: 3 steps a pass
+        b.scheduler.run_due(now + step + 0.5)
+    assert value(scrape(b), "rabbitmq_queue_messages_ready") == 6
+    assert value(scrape(b), "rabbitmq_queues") == 5  # (a count needs no pass)
