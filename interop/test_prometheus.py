@@ -64,3 +64,24 @@ def test_only_metrics_is_served(ours):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(ours[1].replace("/metrics", "/api/overview"), timeout=5)
     assert e.value.code == 404
+
+
+@pytest.mark.skipif(not REFERENCE, reason="AMQP_REFERENCE_PROMETHEUS_URL is not set")
+@pytest.mark.parametrize("page", ["per-object", "detailed?family=queue_coarse_metrics"
+                                                "&family=queue_consumer_count"])
+def test_the_other_pages_name_queue_families_as_rabbitmqs(ours, page):
+    amqp_port, url = ours
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", amqp_port))
+    conn.channel().queue_declare("", exclusive=True)   # one queue at least on ours
+    base = REFERENCE.rsplit("/metrics", 1)[0]
+    theirs = families(f"{base}/metrics/{page}")
+    mine = families(url.replace("/metrics", f"/metrics/{page}"))
+    queue_fams = {n for n in mine if "queue_" in n and n.startswith("rabbitmq_")
+                  and any("queue" in s.labels for s in mine[n].samples)}
+    assert queue_fams
+    for name in queue_fams:
+        assert name in theirs, name
+        assert mine[name].type == theirs[name].type, name
+        labels = {k for s in mine[name].samples for k in s.labels}
+        assert labels <= {k for s in theirs[name].samples for k in s.labels} | {"vhost", "queue"}
+    conn.close()

@@ -25,7 +25,8 @@ LAYERS = ["errors", "access", "limits", "passwords", "metrics", "scheduler", "va
           "definitions", "adminviews", "adminaccounts", "adminpolicies", "admin",
           "content", "delivery", "replyto", "publish", "transactions", "topology",
           "channel", "heartbeat", "auth", "handshake", "connection", "listeners", "tls",
-          "prometheus", "http", "server", "ctl", "__main__", "testing", "pytest_plugin"]
+          "prometheus", "prometheus_objects", "http", "server", "ctl", "__main__", "testing",
+          "pytest_plugin"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
 ANYIO_ALLOWED = {"listeners", "tls", "http.server", "server", "store.sqlite", "testing"}

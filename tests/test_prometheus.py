@@ -103,3 +103,35 @@ def test_many_queues_are_summed_in_steps_on_the_scheduler(monkeypatch):
         b.scheduler.run_due(now + step + 0.5)
     assert value(scrape(b), "rabbitmq_queue_messages_ready") == 6
     assert value(scrape(b), "rabbitmq_queues") == 5  # (a count needs no pass)
+
+
+def test_per_object_and_detailed_pages():
+    from amqpbroker import prometheus_objects
+    b = Broker(Config())
+    b.add_vhost("other")
+    c = connected(broker=b)
+    c.declare(1, "a")
+    c.publish(1, "", "a", b"m")
+    c.publish(1, "", "a", b"m")
+    b.vhosts["other"].declare_queue("b", False, False, False, False, {}, None)
+
+    def parse(body):
+        out = {}
+        for fam in text_string_to_metric_families(body.decode()):
+            for s in fam.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+    m = parse(prometheus_objects.render_per_object(b)[0])
+    assert m[("rabbitmq_queue_messages_ready", (("queue", "a"), ("vhost", "/")))] == 2
+    assert m[("rabbitmq_queue_messages_ready", (("queue", "b"), ("vhost", "other")))] == 0
+    assert m[("rabbitmq_queue_messages_published_total", (("queue", "a"), ("vhost", "/")))] == 2
+    assert ("rabbitmq_queue_messages_ready", ()) not in m        # no aggregate here
+    assert ("rabbitmq_connections", ()) in m
+    d = parse(prometheus_objects.render_detailed(b, ["queue_coarse_metrics"], ["/"])[0])
+    assert d[("rabbitmq_detailed_queue_messages", (("queue", "a"), ("vhost", "/")))] == 2
+    assert not [k for k in d if dict(k[1]).get("vhost") == "other"]
+    assert not [k for k in d if k[0] == "rabbitmq_detailed_queue_consumers"]
+    app = prometheus_app(b)
+    r = app(Request("GET", "/metrics/detailed?family=queue_consumer_count", {}))
+    assert r.status == 200 and b'rabbitmq_detailed_queue_consumers{queue="b",vhost="other"} 0.0' \
+        in r.body
