@@ -99,3 +99,19 @@ def test_vhost_and_user_limits(api):
         assert api.call("DELETE", "/api/vhost-limits/%2F/max-queues")[0] == 204
         assert api.call("DELETE", "/api/user-limits/guest/max-channels")[0] == 204
     assert api.get("/api/vhost-limits/%2F")[1] == []
+
+
+def test_parameters_show_the_vhost_limits(api):
+    try:
+        assert api.call("PUT", "/api/vhost-limits/%2F/max-queues", {"value": 4000})[0] == 204
+        want = {"value": {"max-queues": 4000}, "vhost": "/", "component": "vhost-limits",
+                "name": "limits"}
+        assert want in api.get("/api/parameters")[1]
+        assert api.get("/api/parameters/vhost-limits/%2F")[1] == [want]
+        assert api.get("/api/parameters/federation-upstream")[1] == []
+        st, doc, _ = api.call("PUT", "/api/parameters/nothing/%2F/x", {"value": {"a": 1}})
+        assert (st, doc["reason"]) == (400, "Validation failed\n\ncomponent nothing not found\n")
+        names = [p["name"] for p in api.get("/api/global-parameters")[1]]
+        assert "internal_cluster_id" in names
+    finally:
+        api.call("DELETE", "/api/vhost-limits/%2F/max-queues")

@@ -202,3 +202,61 @@ def drain(ctx: Context, vhost: str, name: str) -> Response:
     """POST /api/queues/{vhost}/{name}/drain: one poison pill per consumer of the queue
     (README, Poison-pill drain); not in RabbitMQ's API."""
     return as_json({"pills": ctx.admin.drain(vhost, name)})
+
+
+# ---------------------------------------------------------------------- parameters
+
+# the one runtime-parameter component here (federation and shovel have no counterpart)
+VHOST_LIMITS = "vhost-limits"
+
+
+def _policymaker(ctx: Context) -> None:
+    from .. import access, errors
+    try:
+        access.policymaker(ctx.user.name, ctx.admin.tags)
+    except errors.AccessRefused as e:
+        raise HTTPError(401, "not_authorised", e.explanation) from None
+
+
+def parameters(ctx: Context, component: str | None = None, vhost: str | None = None,
+               name: str | None = None):
+    """RabbitMQ's runtime parameters: the vhost limits appear as its ``vhost-limits``
+    component (name ``limits``); any other component lists nothing, as RabbitMQ's."""
+    _policymaker(ctx)
+    b = ctx.broker
+    items = [{"value": dict(vh.limits), "vhost": n, "component": VHOST_LIMITS,
+              "name": "limits"} for n, vh in sorted(b.vhosts.items()) if vh.limits]
+    items = [p for p in items if (component is None or p["component"] == component) and
+             (vhost is None or p["vhost"] == vhost)]
+    if name is None:
+        return items
+    for p in items:
+        if p["name"] == name:
+            return as_json(p)
+    raise not_found()
+
+
+def put_parameter(ctx: Context, component: str, vhost: str, name: str) -> None:
+    _policymaker(ctx)
+    if component != VHOST_LIMITS:
+        raise _invalid(f"component {component} not found", False)
+    vh = ctx.broker.vhosts.get(vhost)
+    if vh is None:
+        raise not_found()
+    try:
+        vh.limits = limits.parse(ctx.body().get("value"), limits.VHOST_KEYS)
+    except limits.LimitError as e:
+        raise _invalid(str(e), False) from None
+
+
+def delete_parameter(ctx: Context, component: str, vhost: str, name: str) -> None:
+    _policymaker(ctx)
+    vh = ctx.broker.vhosts.get(vhost)
+    if component != VHOST_LIMITS or vh is None or not vh.limits:
+        raise not_found()
+    vh.limits = {}
+
+
+def global_parameters(ctx: Context) -> list:
+    _policymaker(ctx)
+    return [{"name": "internal_cluster_id", "value": "amqpbroker-cluster-id-amqpbroker"}]
