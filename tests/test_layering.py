@@ -17,7 +17,7 @@ PERF = PKG.parent / "amqpbroker_perf"
 # dataclasses (configschema) below the loader that fills them (config).
 LAYERS = ["errors", "access", "limits", "passwords", "metrics", "scheduler", "values", "filterops", "filterpolicy",
           "topictrie", "exchanges",
-          "policies", "yamlfile", "configschema", "config",
+          "policies", "yamlfile", "configschema", "configerrors", "configcross", "config",
           "framefaults", "wirecheck", "methods", "framing", "message", "poisonpill",
           "dedup", "confirms",
           "queues", "store", "queuetimers", "dlx", "delayset", "delayed", "dedupex", "vhost",
