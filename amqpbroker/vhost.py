@@ -8,7 +8,7 @@ import time
 
 from . import delayed  # noqa: F401  (registers x-delayed-message, x-delayed-exchange)
 from . import dedupex  # noqa: F401  (registers x-message-deduplication, its variant)
-from . import errors, policies, values
+from . import errors, policies, recovery, values
 from .confirms import REFUSED, SAFE, join
 from .dlx import dead_letter
 from .exchanges import Binding, DefaultExchange, Exchange, exchange_class, exchange_type
@@ -20,7 +20,7 @@ from .metrics import VhostCounters
 from .queues import QUEUE_ARGS, QueueArgs, QueueType, kind_of
 from .queuetimers import QueueTimers
 from .scheduler import Scheduler
-from .store import MemoryStore, StoreError
+from .store import MemoryStore
 from .store.base import BindingDef, ExchangeDef, QueueDef
 
 REPLY_TO = "amq.rabbitmq.reply-to"
@@ -319,47 +319,8 @@ class VirtualHost:
     # ------------------------------------------------------------------ recovery
 
     def restore(self, recovered) -> None:
-        """Rebuild durable definitions and messages from the store (nothing is written
-        back): definitions first, then messages in their order, marked redelivered."""
-        now = self.clock()
-        policies.restore(self, recovered)
-        for d in recovered.exchanges:
-            if d.vhost != self.name or d.name in self.exchanges:
-                continue
-            cls = exchange_class(d.type, d.arguments)
-            if cls is None:  # (a type no longer registered: not ours to drop)
-                where = getattr(self.store, "path", "the store")
-                raise StoreError(f"{where}: exchange '{d.name}' {self._in()} has the unknown "
-                                 f"type '{d.type}'")
-            ex = cls(d.name, True, d.auto_delete, d.internal, d.arguments)
-            ex.arg_types = d.arg_types
-            self._add_exchange(ex)
-        for d in recovered.queues:
-            if d.vhost != self.name:
-                continue
-            try:
-                args = QueueArgs.parse(d.name, self.name, d.arguments)
-            except errors.AMQPError:
-                args = QueueArgs()
-            q = self._new_queue(d.name, True, None, d.auto_delete, d.arguments, args, now,
-                                d.arg_types)
-            q.touch(now)
-        for d in recovered.bindings:
-            if d.vhost != self.name:
-                continue
-            source = self.exchanges.get(d.source)
-            dest = (self.queues if d.dest_kind == "queue" else self.exchanges).get(
-                d.destination)
-            if source is None or dest is None:
-                continue
-            b = Binding(source, dest, d.routing_key, d.arguments)
-            source.add(b)
-        for (vhost, name), stored in recovered.messages.items():
-            q = self.queues.get(name)
-            if vhost != self.name or q is None:
-                continue
-            for sm in stored:
-                q.restore(sm.seq, sm.message, sm.ttl, now)
+        """Rebuild durable definitions and messages from the store (recovery.py)."""
+        recovery.restore(self, recovered)
 
     # ------------------------------------------------------------------ publish
 

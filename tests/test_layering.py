@@ -20,7 +20,7 @@ LAYERS = ["errors", "access", "limits", "passwords", "metrics", "scheduler", "va
           "policies", "yamlfile", "configschema", "configerrors", "configcross", "config",
           "framefaults", "wirecheck", "methods", "framing", "message", "poisonpill",
           "dedup", "confirms",
-          "queues", "store", "queuetimers", "dlx", "delayset", "delayed", "dedupex", "vhost",
+          "queues", "store", "queuetimers", "dlx", "delayset", "delayed", "dedupex", "recovery", "vhost",
           "broker",
           "definitions", "adminviews", "adminaccounts", "adminpolicies", "admin",
           "content", "delivery", "replyto", "publish", "transactions", "topology",
