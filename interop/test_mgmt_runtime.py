@@ -45,8 +45,9 @@ def test_policy_lifecycle_and_validation(api, broker):
         ch.queue_declare(f"pq-{S}")
         for i in range(3):
             ch.basic_publish("", f"pq-{S}", b"%d" % i)
+        # (RabbitMQ's queue info names the policy with its next stats emission: polled)
         info = api.until(f"/api/queues/%2F/{q('pq-' + S)}",
-                         lambda d: d.get("messages") == 2)
+                         lambda d: d.get("messages") == 2 and d.get("policy") == name)
         assert info["policy"] == name
         ch.queue_delete(f"pq-{S}")
         conn.close()
