@@ -21,18 +21,20 @@ def _invalid(text: str, escaped: bool = True) -> HTTPError:
 
 # ---------------------------------------------------------------------- policies
 
-def _policies(ctx: Context, vhost: str | None, operator: bool) -> list:
+# (each handler serves /api/policies and, with operator=True, /api/operator-policies)
+
+def policies_of(ctx: Context, vhost: str | None = None, operator: bool = False) -> list:
     return ctx.admin.policies(vhost, operator)
 
 
-def _policy(ctx: Context, vhost: str, name: str, operator: bool) -> dict:
+def policy(ctx: Context, vhost: str, name: str, operator: bool = False) -> dict:
     for p in ctx.admin.policies(vhost, operator):
         if p["name"] == name:
             return p
     raise not_found()
 
 
-def _put_policy(ctx: Context, vhost: str, name: str, operator: bool):
+def put_policy(ctx: Context, vhost: str, name: str, operator: bool = False):
     body = ctx.body()
     missing = [k for k in ("pattern", "definition") if k not in body]
     if missing:
@@ -46,48 +48,8 @@ def _put_policy(ctx: Context, vhost: str, name: str, operator: bool):
     return Created() if new else None
 
 
-def _delete_policy(ctx: Context, vhost: str, name: str, operator: bool) -> None:
+def delete_policy(ctx: Context, vhost: str, name: str, operator: bool = False) -> None:
     ctx.admin.clear_policy(vhost, name, operator)   # NotFound: 404
-
-
-def policies_all(ctx: Context) -> list:
-    return _policies(ctx, None, False)
-
-
-def policies_of(ctx: Context, vhost: str) -> list:
-    return _policies(ctx, vhost, False)
-
-
-def policy(ctx: Context, vhost: str, name: str) -> dict:
-    return _policy(ctx, vhost, name, False)
-
-
-def put_policy(ctx: Context, vhost: str, name: str):
-    return _put_policy(ctx, vhost, name, False)
-
-
-def delete_policy(ctx: Context, vhost: str, name: str) -> None:
-    _delete_policy(ctx, vhost, name, False)
-
-
-def operator_policies_all(ctx: Context) -> list:
-    return _policies(ctx, None, True)
-
-
-def operator_policies_of(ctx: Context, vhost: str) -> list:
-    return _policies(ctx, vhost, True)
-
-
-def operator_policy(ctx: Context, vhost: str, name: str) -> dict:
-    return _policy(ctx, vhost, name, True)
-
-
-def put_operator_policy(ctx: Context, vhost: str, name: str):
-    return _put_policy(ctx, vhost, name, True)
-
-
-def delete_operator_policy(ctx: Context, vhost: str, name: str) -> None:
-    _delete_policy(ctx, vhost, name, True)
 
 
 # ---------------------------------------------------------------------- topic permissions
