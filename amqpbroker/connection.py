@@ -1,7 +1,8 @@
 """The sans-I/O connection: bytes in (``receive_data``), bytes out (``data_to_send``),
-time passed in.  It holds the channel table, heartbeats and the one mapping from errors to
-Channel.Close / Connection.Close; channel 0's handshake is handshake.py's (a mixin), the
-login auth.py's."""
+time passed in.  It holds the channel table and the one mapping from errors to
+Channel.Close / Connection.Close; channel 0's handshake is handshake.py's and its timers
+(heartbeats, the handshake and close deadlines) conntimers.py's (mixins), the login
+auth.py's."""
 from __future__ import annotations
 
 import logging
@@ -10,7 +11,8 @@ from pamqp import commands as C
 
 from . import auth, errors, framefaults, framing, heartbeat, limits, wirecheck
 from .channel import Channel
-from .handshake import AWAIT_HEADER, AWAIT_OPEN, AWAIT_START_OK, CLOSED, CLOSING, OPEN, Handshake
+from .conntimers import Timers
+from .handshake import AWAIT_HEADER, AWAIT_START_OK, CLOSED, CLOSING, OPEN, Handshake
 from .metrics import ConnectionCounters
 
 log = logging.getLogger("amqpbroker.connection")
@@ -20,7 +22,7 @@ CLOSE_TIMEOUT = 3.0           # how long we wait for Close-Ok before dropping th
 HANDSHAKE_TIMEOUT = 10.0      # as RabbitMQ's handshake_timeout: open the connection by then
 
 
-class Connection(Handshake):
+class Connection(Handshake, Timers):
     def __init__(self, broker, transport: auth.Transport = auth.Transport(),
                  now: float = 0.0):
         self.broker = broker
@@ -57,8 +59,7 @@ class Connection(Handshake):
         self.heartbeats: heartbeat.Monitor | None = None   # from tune-ok, if negotiated
         self.last_recv = now
         self.last_send = now
-        self._sent = False  # written since the last tick (heartbeats); a flag, not a
-        # count: a count past 256 allocates an int per write
+        self._sent = False  # written since the last tick (heartbeats): a flag, not a count
         self.close_deadline: float | None = None
         self.handshake_deadline = now + HANDSHAKE_TIMEOUT
         self.blocked = False            # by a resource alarm: its socket is not read
@@ -315,9 +316,7 @@ class Connection(Handshake):
         if self.state in (AWAIT_HEADER, AWAIT_START_OK) and not isinstance(
                 e, errors.AccessRefusedHard):
             # nothing but Start has been exchanged: the spec has no error handshake yet
-            self._teardown()
-            self.should_close = True
-            self.state = CLOSED
+            self._abort()
             return
         self.close(e.code, e.reply_text, e.class_id, e.method_id, now)
 
@@ -358,44 +357,13 @@ class Connection(Handshake):
             self.vhost.counters.retire(self.counters)
             self.vhost.counters.connections_closed += 1
 
+    def _abort(self) -> None:
+        """Drop the connection now (no close handshake, or none left to wait for)."""
+        self._teardown()
+        self.should_close = True
+        self.state = CLOSED
+
     def connection_lost(self) -> None:
         """The socket is gone (EOF, reset, heartbeat timeout): clean up synchronously."""
         self._teardown()
         self.state = CLOSED
-
-    # ------------------------------------------------------------------ timers
-
-    def next_deadline(self) -> float | None:
-        deadlines = []
-        if self.state < OPEN:
-            deadlines.append(self.handshake_deadline)
-        if self.close_deadline is not None:
-            deadlines.append(self.close_deadline)
-        if self.heartbeats is not None and self.state in (AWAIT_OPEN, OPEN):
-            deadlines.append(self.heartbeats.deadline())
-        return min(deadlines) if deadlines else None
-
-    def handle_timer(self, now: float) -> None:
-        """Send heartbeats, drop a silent peer, give up on an unanswered close."""
-        if (self.close_deadline is not None and now >= self.close_deadline) or (
-                self.state < OPEN and now >= self.handshake_deadline):
-            self._teardown()
-            self.should_close = True
-            self.state = CLOSED
-            return
-        hb = self.heartbeats
-        if hb is None or self.state not in (AWAIT_OPEN, OPEN):
-            return
-        if self._sent:  # anything sent since the last tick counts
-            self._sent = False
-            self.last_send = now
-        if self.blocked:  # we are not reading it: its silence is ours, not the peer's
-            self.last_recv = now
-        if hb.peer_dead(now, self.last_recv):
-            log.info("missed heartbeats from %s, closing the connection", self.peer)
-            self._teardown()
-            self.should_close = True
-            self.state = CLOSED
-            return
-        if hb.send_due(now, self.last_send):
-            self.send(framing.HEARTBEAT)

@@ -55,9 +55,7 @@ class Handshake:
             return
         if name == "Connection.CloseOk":
             if self.state == CLOSING:
-                self._teardown()
-                self.should_close = True
-                self.state = CLOSED
+                self._abort()
             return
         if self.state == CLOSING:
             return

@@ -24,7 +24,8 @@ LAYERS = ["errors", "access", "limits", "passwords", "metrics", "scheduler", "va
           "broker",
           "definitions", "adminviews", "adminaccounts", "adminpolicies", "admin",
           "content", "delivery", "replyto", "publish", "transactions", "topology",
-          "channel", "heartbeat", "auth", "handshake", "connection", "listeners", "tls",
+          "channel", "heartbeat", "auth", "handshake", "conntimers", "connection", "listeners",
+          "tls",
           "prometheus", "prometheus_objects", "http", "server", "ctl", "__main__", "testing",
           "pytest_plugin"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
